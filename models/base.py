@@ -1,0 +1,94 @@
+"""The Recommender protocol every model implements (batch-first, as in benfred/implicit)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+# A history is one user's item indices in chronological order (oldest first).
+History = Sequence[int] | np.ndarray
+
+
+class Recommender(ABC):
+    """A model that scores every item for a batch of user histories by a dot product."""
+
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def num_items(self) -> int:
+        """Number of items the model scores."""
+
+    @abstractmethod
+    def fit(self, train: Any, valid: Any | None = None) -> dict[str, Any]:
+        """Train on a dataset; returns a report (epochs, best validation metric, seconds)."""
+
+    @abstractmethod
+    def user_vectors(self, histories: Sequence[History]) -> torch.Tensor:
+        """User representations built from histories: (B, D) float32."""
+
+    @abstractmethod
+    def item_vectors(self) -> torch.Tensor:
+        """Item representations: (I, D) float32, contiguous."""
+
+    @abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """The model's config as plain JSON-able values."""
+
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to rebuild the model (saved as safetensors)."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Recommender:
+        """Rebuild a trained model from its config and tensors."""
+
+    @torch.inference_mode()
+    def score(self, histories: Sequence[History]) -> torch.Tensor:
+        """Scores of every item for each history: (B, I)."""
+        return self.user_vectors(histories) @ self.item_vectors().T
+
+    @torch.inference_mode()
+    def recommend(
+        self,
+        histories: Sequence[History],
+        k: int,
+        exclude: Sequence[Sequence[int]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k item indices and scores per history, history and `exclude` masked: (B, k) each."""
+        scores = self.score(histories).clone()  # (B, I)
+        mask_items(scores, histories)
+        if exclude is not None:
+            mask_items(scores, exclude)
+        top = torch.topk(scores, k=min(k, scores.shape[1]), dim=1)
+        return top.indices, top.values
+
+    def save(self, directory: str | Path, **meta: Any) -> Path:
+        """Write a checkpoint directory (weights.safetensors + meta.json)."""
+        from models.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, directory, **meta)
+
+    @staticmethod
+    def load(directory: str | Path) -> Recommender:
+        """Load and validate a checkpoint directory written by `save`."""
+        from models.checkpoint import load_checkpoint
+
+        return load_checkpoint(directory).model
+
+
+def mask_items(scores: torch.Tensor, item_lists: Sequence[Sequence[int] | np.ndarray]) -> None:
+    """Set scores of the listed items to -inf in place, one list per row, without a Python item loop."""
+    rows = [torch.full((len(items),), r, dtype=torch.long) for r, items in enumerate(item_lists)]
+    if not rows:
+        return
+    row_idx = torch.cat(rows)
+    col_idx = torch.cat([torch.as_tensor(np.asarray(items), dtype=torch.long) for items in item_lists])
+    if col_idx.numel():
+        scores[row_idx, col_idx] = float("-inf")
