@@ -2,7 +2,10 @@
 
 import typer
 
+from app import cli_models
+
 cli = typer.Typer(help="recsys: recommendation service and model toolkit.", no_args_is_help=True)
+cli_models.register(cli)
 
 
 def main() -> None:
