@@ -2,9 +2,10 @@
 
 import typer
 
-from app import cli_models
+from app import cli_models, cli_service
 
 cli = typer.Typer(help="recsys: recommendation service and model toolkit.", no_args_is_help=True)
+cli_service.register(cli)
 cli_models.register(cli)
 
 

@@ -1,0 +1,47 @@
+"""Probes and metrics: /healthz, /readyz, /metrics."""
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.db import repo
+from app.deps import CacheDep, MetricsDep, SettingsDep
+from app.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Alive: the process answers."""
+    return Health()
+
+
+async def database_state(request: Request, timeout_s: float) -> str:
+    """'ok' when a round trip succeeds within the timeout, else 'unavailable'."""
+    try:
+        async with request.app.state.sessionmaker() as session:
+            await asyncio.wait_for(repo.ping(session=session), timeout_s)
+    except Exception:
+        return "unavailable"
+    return "ok"
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(request: Request, cache: CacheDep, settings: SettingsDep) -> JSONResponse:
+    """Ready when the database answers; a cache outage only degrades."""
+    database = await database_state(request, settings.db_connect_timeout_s)
+    cache_state = await cache.status()
+    registry = getattr(request.app.state, "registry", None)
+    models = registry.describe() if registry is not None else {}
+    overall = "unavailable" if database != "ok" else ("degraded" if cache_state != "ok" else "ok")
+    body = Readiness(status=overall, database=database, cache=cache_state, models=models)
+    return JSONResponse(body.model_dump(), status_code=503 if database != "ok" else 200)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(metrics: MetricsDep) -> Response:
+    """Prometheus text exposition."""
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

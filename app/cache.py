@@ -1,0 +1,247 @@
+"""User-embedding and recent-history cache: Redis, or an in-process LRU on the embedded default.
+
+The cache is an accelerator, never a source of truth: every failure is counted and swallowed so
+that a Redis outage degrades latency, not availability.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+
+class CacheBackend(Protocol):
+    """What the service needs from a cache."""
+
+    kind: str
+
+    async def ping(self) -> None: ...
+    async def get_history(self, user_id: str) -> list[str] | None: ...
+    async def set_history(self, user_id: str, items: Sequence[str]) -> None: ...
+    async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None: ...
+    async def get_vector(self, user_id: str, field: str) -> bytes | None: ...
+    async def set_vector(self, user_id: str, field: str, data: bytes) -> None: ...
+    async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None: ...
+    async def close(self) -> None: ...
+
+
+class RedisCache:
+    """Per user: a capped list of recent item ids and a hash of vectors keyed by model:version."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, *, prefix: str, history_len: int, ttl_s: int, timeout_s: float):
+        self.client = aioredis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
+        self.prefix, self.history_len, self.ttl_s = prefix, history_len, ttl_s
+
+    def _history_key(self, user_id: str) -> str:
+        return f"{self.prefix}hist:{user_id}"
+
+    def _vector_key(self, user_id: str) -> str:
+        return f"{self.prefix}uvec:{user_id}"
+
+    async def ping(self) -> None:
+        """Round trip; raises when Redis is unreachable."""
+        await self.client.ping()
+
+    async def get_history(self, user_id: str) -> list[str] | None:
+        """The cached recent history, oldest first, or None when not cached."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(self._history_key(user_id))
+            pipe.lrange(self._history_key(user_id), 0, -1)
+            exists, items = await pipe.execute()
+        return [i.decode() for i in items] if exists else None
+
+    async def set_history(self, user_id: str, items: Sequence[str]) -> None:
+        """Replace the cached history (a sentinel keeps empty histories cached too)."""
+        key = self._history_key(user_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if items:
+                pipe.rpush(key, *items[-self.history_len :])
+                pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None:
+        """Append to histories that are cached (RPUSHX), drop the users' vectors."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for user_id, items in histories.items():
+                key = self._history_key(user_id)
+                pipe.rpushx(key, *items)
+                pipe.ltrim(key, -self.history_len, -1)
+                pipe.delete(self._vector_key(user_id))
+            await pipe.execute()
+
+    async def get_vector(self, user_id: str, field: str) -> bytes | None:
+        """A cached user vector for one model version."""
+        value: bytes | None = await self.client.hget(self._vector_key(user_id), field)
+        return value
+
+    async def set_vector(self, user_id: str, field: str, data: bytes) -> None:
+        """Cache a user vector for one model version, with the TTL."""
+        key = self._vector_key(user_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, field, data)
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:
+        """Forget users' vectors (and their histories when erasing)."""
+        keys = [self._vector_key(u) for u in user_ids]
+        if history:
+            keys += [self._history_key(u) for u in user_ids]
+        if keys:
+            await self.client.delete(*keys)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+
+class LocalCache:
+    """In-process LRU with the same semantics, for a single process without Redis."""
+
+    kind = "local"
+
+    def __init__(self, *, max_users: int, history_len: int, ttl_s: int):
+        self.max_users, self.history_len, self.ttl_s = max_users, history_len, ttl_s
+        self.histories: OrderedDict[str, list[str]] = OrderedDict()
+        self.vectors: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
+
+    def _evict(self, store: OrderedDict[str, Any]) -> None:
+        while len(store) > self.max_users:
+            store.popitem(last=False)
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    async def get_history(self, user_id: str) -> list[str] | None:
+        """The cached recent history, or None."""
+        items = self.histories.get(user_id)
+        if items is not None:
+            self.histories.move_to_end(user_id)
+        return None if items is None else list(items)
+
+    async def set_history(self, user_id: str, items: Sequence[str]) -> None:
+        """Replace the cached history."""
+        self.histories[user_id] = list(items[-self.history_len :])
+        self._evict(self.histories)
+
+    async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None:
+        """Append to cached histories and drop the users' vectors."""
+        for user_id, items in histories.items():
+            cached = self.histories.get(user_id)
+            if cached is not None:
+                cached.extend(items)
+                del cached[: -self.history_len]
+            self.vectors.pop(user_id, None)
+
+    async def get_vector(self, user_id: str, field: str) -> bytes | None:
+        """A cached, unexpired user vector."""
+        entry = self.vectors.get(user_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1].get(field)
+
+    async def set_vector(self, user_id: str, field: str, data: bytes) -> None:
+        """Cache a user vector with the TTL."""
+        expires, fields = self.vectors.get(user_id, (0.0, {}))
+        if expires < time.monotonic():
+            fields = {}
+        fields[field] = data
+        self.vectors[user_id] = (time.monotonic() + self.ttl_s, fields)
+        self.vectors.move_to_end(user_id)
+        self._evict(self.vectors)
+
+    async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:
+        """Forget users' vectors (and histories)."""
+        for user_id in user_ids:
+            self.vectors.pop(user_id, None)
+            if history:
+                self.histories.pop(user_id, None)
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+class SafeCache:
+    """Wraps a backend: errors become misses, are counted and logged, never raised."""
+
+    def __init__(self, backend: CacheBackend, *, on_error: Any = None):
+        self.backend = backend
+        self.kind = backend.kind
+        self.on_error = on_error
+        self.last_error: str | None = None
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        self.last_error = f"{type(error).__name__}: {error}"
+        log.warning("cache %s failed: %s", operation, self.last_error)
+        if self.on_error is not None:
+            self.on_error(operation)
+
+    async def status(self) -> str:
+        """'ok' or 'degraded' after a live ping."""
+        try:
+            await self.backend.ping()
+        except Exception as error:
+            self._failed("ping", error)
+            return "degraded"
+        return "ok"
+
+    async def get_history(self, user_id: str) -> list[str] | None:
+        """History, or None on a miss or an error."""
+        try:
+            return await self.backend.get_history(user_id)
+        except Exception as error:
+            self._failed("get_history", error)
+            return None
+
+    async def get_vector(self, user_id: str, field: str) -> bytes | None:
+        """Vector bytes, or None on a miss or an error."""
+        try:
+            return await self.backend.get_vector(user_id, field)
+        except Exception as error:
+            self._failed("get_vector", error)
+            return None
+
+    async def run(self, operation: str, *args: Any, **kwargs: Any) -> bool:
+        """Run a write operation by name; False when it failed."""
+        try:
+            await getattr(self.backend, operation)(*args, **kwargs)
+        except Exception as error:
+            self._failed(operation, error)
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close the backend, ignoring errors."""
+        await self.run("close")
+
+
+def make_cache(settings: Any, *, on_error: Any = None) -> SafeCache:
+    """Redis when a URL is configured, else the in-process cache."""
+    backend: CacheBackend
+    if settings.redis_url:
+        backend = RedisCache(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            history_len=settings.history_len,
+            ttl_s=settings.user_vector_ttl_s,
+            timeout_s=settings.cache_timeout_s,
+        )
+    else:
+        backend = LocalCache(
+            max_users=settings.local_cache_size,
+            history_len=settings.history_len,
+            ttl_s=settings.user_vector_ttl_s,
+        )
+    return SafeCache(backend, on_error=on_error)

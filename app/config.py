@@ -1,0 +1,54 @@
+"""Settings: the one place the environment is read (prefix RECSYS_, a .env file works too)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_data_dir() -> Path | None:
+    """../shared/datasets next to the project when present, else none."""
+    candidate = PROJECT_ROOT.parent / "shared" / "datasets"
+    return candidate if candidate.is_dir() else None
+
+
+class Settings(BaseSettings):
+    """Service configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./var/recsys.db"
+    # Unset: an in-process LRU cache (the embedded default, no server needed).
+    redis_url: str | None = None
+    # Prefix for every Redis key, so several deployments (or test runs) can share one server.
+    redis_prefix: str = "recsys:"
+    write_key: str | None = None
+    admin_key: str | None = None
+    model_dir: Path = Path("./var/models")
+    data_dir: Path | None = Field(default_factory=_default_data_dir)
+
+    max_events_per_batch: int = Field(default=10_000, ge=1)
+    max_items_per_batch: int = Field(default=10_000, ge=1)
+    # Request bodies over this many bytes get 413 before they are parsed.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Seconds a database call may wait for a connection before the request gets 503.
+    db_connect_timeout_s: float = Field(default=3.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    # Length of the per-user recent-history list kept in the cache.
+    history_len: int = Field(default=200, ge=1)
+    user_vector_ttl_s: int = Field(default=3600, ge=1)
+    cache_timeout_s: float = Field(default=0.25, gt=0)
+    local_cache_size: int = Field(default=100_000, ge=1)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once from the environment."""
+    return Settings()

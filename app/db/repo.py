@@ -1,0 +1,130 @@
+"""Plain data access: keyword-only queries, no orchestration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.tables import Event, Item
+
+# One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
+_PG_INSERT_EVENTS = """
+INSERT INTO events (event_id, user_id, item_id, type, value, event_time, recommendation_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                     $6::timestamptz[], $7::text[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """An event ready to be stored."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    value: float | None
+    event_time: datetime
+    recommendation_id: str | None
+
+
+async def insert_events(*, session: AsyncSession, events: Sequence[EventRow]) -> int:
+    """Insert events, skipping event_ids already stored; returns how many were new."""
+    if not events:
+        return 0
+    if session.bind.dialect.name == "postgresql":
+        return await _insert_events_pg(session=session, events=events)
+    rows = [_event_dict(e) for e in events]
+    statement = (
+        sqlite_insert(Event)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(Event.event_id)
+    )
+    return len((await session.scalars(statement, rows)).all())
+
+
+async def _insert_events_pg(*, session: AsyncSession, events: Sequence[EventRow]) -> int:
+    """Postgres bulk path: one unnest INSERT over asyncpg, inside the session's transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    status: str = await driver.execute(
+        _PG_INSERT_EVENTS,
+        [e.event_id for e in events],
+        [e.user_id for e in events],
+        [e.item_id for e in events],
+        [e.type for e in events],
+        [e.value for e in events],
+        [e.event_time for e in events],
+        [e.recommendation_id for e in events],
+    )
+    return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
+
+
+def _event_dict(event: EventRow) -> dict[str, Any]:
+    """An EventRow as insert parameters."""
+    return {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "type": event.type,
+        "value": event.value,
+        "event_time": event.event_time,
+        "recommendation_id": event.recommendation_id,
+    }
+
+
+async def upsert_items(*, session: AsyncSession, items: Sequence[dict[str, Any]]) -> int:
+    """Insert or update catalog items by item_id; returns the number written."""
+    if not items:
+        return 0
+    dialect = session.bind.dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(Item)
+    statement = statement.on_conflict_do_update(
+        index_elements=["item_id"],
+        set_={
+            "title": statement.excluded.title,
+            "attributes": statement.excluded.attributes,
+            "active": statement.excluded.active,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
+    await session.execute(statement, list(items))
+    return len(items)
+
+
+async def get_item(*, session: AsyncSession, item_id: str) -> Item | None:
+    """One catalog item, or None."""
+    return await session.get(Item, item_id)
+
+
+async def count_events(*, session: AsyncSession) -> int:
+    """Number of stored events."""
+    result = await session.execute(text("SELECT count(*) FROM events"))
+    return int(result.scalar_one())
+
+
+async def user_history(*, session: AsyncSession, user_id: str, limit: int) -> list[str]:
+    """The user's latest `limit` item ids, oldest first."""
+    query = (
+        select(Event.item_id)
+        .where(Event.user_id == user_id)
+        .order_by(Event.event_time.desc(), Event.id.desc())
+        .limit(limit)
+    )
+    rows = (await session.execute(query)).scalars().all()
+    return list(reversed(rows))
+
+
+async def ping(*, session: AsyncSession) -> None:
+    """Round trip that also proves the schema is migrated; raises otherwise."""
+    await session.execute(text("SELECT version_num FROM alembic_version"))

@@ -1,0 +1,117 @@
+"""SQLAlchemy 2 typed tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+ID_LEN = 256
+# SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every table."""
+
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Event(Base):
+    """One interaction a shop sent; `id` orders the stream, `event_id` makes retries idempotent."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_user_time", "user_id", "event_time"),
+        Index("ix_events_recommendation", "recommendation_id"),
+        CheckConstraint(
+            "type IN ('view', 'click', 'add_to_cart', 'purchase', 'rating')", name="ck_events_type"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LEN))
+    item_id: Mapped[str] = mapped_column(String(ID_LEN))
+    type: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    event_time: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    recommendation_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Item(Base):
+    """A catalog entry; inactive items are never recommended."""
+
+    __tablename__ = "items"
+
+    item_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ModelVersion(Base):
+    """A trained checkpoint: candidate, active or retired."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_model_versions_name_status", "model_name", "status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    event_count: Mapped[int | None] = mapped_column(BigInteger)
+    window_start: Mapped[datetime | None]
+    window_end: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    promoted_at: Mapped[datetime | None]
+
+
+class Exposure(Base):
+    """One served recommendation list, for attribution of later clicks and conversions."""
+
+    __tablename__ = "exposures"
+    __table_args__ = (Index("ix_exposures_experiment", "experiment", "variant"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    recommendation_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LEN))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    experiment: Mapped[str | None] = mapped_column(String(64))
+    variant: Mapped[str | None] = mapped_column(String(64))
+    items: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Experiment(Base):
+    """An A/B experiment: weighted arms (model names), a salt for sticky hashing, a status."""
+
+    __tablename__ = "experiments"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    arms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    salt: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,96 @@
+"""create_app(): the FastAPI application and its lifespan (engine, cache, metrics)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+
+from app.api import events, health, items
+from app.cache import make_cache
+from app.config import Settings, get_settings
+from app.db.session import make_engine, make_sessionmaker
+from app.observability import Metrics, RequestMiddleware, configure_logging
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database cannot be reached", answered with 503 instead of 500.
+DATABASE_DOWN = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+    """Open the database engine and the cache for the app's lifetime."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(
+            settings.database_url,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            pool_size=settings.db_pool_size,
+        )
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.cache = make_cache(settings, on_error=app.state.metrics.cache_error)
+        log.info("started", extra={"fields": {"database": engine.url.get_backend_name(),
+                                              "cache": app.state.cache.kind}})
+        try:
+            yield
+        finally:
+            await app.state.cache.close()
+            await engine.dispose()
+
+    return lifespan
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    """422 naming each bad field; counts rejected event batches."""
+    assert isinstance(error, RequestValidationError)
+    if request.url.path.rstrip("/") == "/events":
+        request.app.state.metrics.events_rejected.labels(reason="validation").inc()
+    return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
+
+async def _database_down(request: Request, error: Exception) -> JSONResponse:
+    """503 when the database is unreachable: the client should retry; nothing was acknowledged."""
+    log.warning("database unavailable: %s: %s", type(error).__name__, error)
+    return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; all state lives on app.state, created in the lifespan."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    app = FastAPI(
+        title="recsys",
+        version="0.1.0",
+        summary="Recommendations for web shops: events in, top-k items out.",
+        lifespan=_lifespan(settings),
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.registry = None
+    app.add_middleware(
+        RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for error_type in DATABASE_DOWN:
+        app.add_exception_handler(error_type, _database_down)
+    for module in (events, items, health):
+        app.include_router(module.router)
+    return app

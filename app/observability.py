@@ -1,0 +1,178 @@
+"""Prometheus metrics, JSON logs and the request middleware (request id, latency, access log)."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+access_log = logging.getLogger("recsys.access")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.0)
+
+
+class Metrics:
+    """Every metric of one app, in its own registry so several apps can live in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "recsys_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "recsys_http_request_seconds", "HTTP request latency", ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.events_ingested = Counter("recsys_events_ingested", "Events stored", registry=r)
+        self.events_duplicate = Counter(
+            "recsys_events_duplicate", "Events skipped as already stored", registry=r
+        )
+        self.events_rejected = Counter(
+            "recsys_events_rejected", "Event batches rejected", ["reason"], registry=r
+        )
+        self.cache_errors = Counter(
+            "recsys_cache_errors", "Cache operations that failed", ["operation"], registry=r
+        )
+
+    def cache_error(self, operation: str) -> None:
+        """Count one failed cache operation."""
+        self.cache_errors.labels(operation=operation).inc()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id:
+            payload["request_id"] = request_id
+        payload.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(payload, default=str).decode()
+
+
+def configure_logging(level: str, *, json_logs: bool) -> None:
+    """Route all logs to stderr, as JSON lines unless disabled."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (bounded label cardinality), or 'unmatched'."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class RequestMiddleware:
+    """Pure ASGI middleware: accepts/echoes X-Request-ID, caps body size, records metrics."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(request_id[:128])
+        started = time.perf_counter()
+        state = {"status": 500, "rejected": False}
+        try:
+            if _content_length(scope) > self.max_body_bytes:
+                await _send_json(send, 413, {"detail": "request body too large"}, request_id)
+                state["status"] = 413
+                return
+            await self.app(
+                scope, self._capped(receive, send, request_id, state),
+                self._stamped(send, request_id, state),
+            )
+        finally:
+            self._record(scope, int(state["status"]), time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _capped(self, receive: Receive, send: Send, request_id: str, state: dict[str, Any]) -> Receive:
+        """A receive that answers 413 itself once a streamed body passes the cap."""
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            if state["rejected"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:
+                state.update(status=413, rejected=True)
+                await _send_json(send, 413, {"detail": "request body too large"}, request_id)
+                # The app sees a disconnect and whatever it answers is dropped.
+                return {"type": "http.disconnect"}
+            return message
+
+        return wrapped
+
+    @staticmethod
+    def _stamped(send: Send, request_id: str, state: dict[str, Any]) -> Send:
+        """A send that adds X-Request-ID and remembers the status."""
+
+        async def wrapped(message: Message) -> None:
+            if state["rejected"]:
+                return
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return wrapped
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count and time the request, and write the access log line."""
+        labels = {"method": scope["method"], "route": _route_template(scope), "status": str(status)}
+        self.metrics.requests.labels(**labels).inc()
+        self.metrics.latency.labels(**labels).observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            fields = {"path": scope["path"], "ms": round(seconds * 1000, 2), **labels}
+            access_log.info("request", extra={"fields": fields})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _content_length(scope: Scope) -> int:
+    value = _header(scope, b"content-length")
+    return int(value) if value and value.isdigit() else 0
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+    payload = orjson.dumps(body)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
