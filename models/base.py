@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,9 +15,15 @@ History = Sequence[int] | np.ndarray
 
 
 class Recommender(ABC):
-    """A model that scores every item for a batch of user histories by a dot product."""
+    """A model that scores every item for a batch of user histories by a dot product.
+
+    Construction convention (used by models.zoo.build_model): a model class has a `Config`
+    dataclass and is built as `cls(num_items=..., config=cls.Config(...))`.
+    """
 
     name: ClassVar[str]
+    # Set by the training loop (models.train) to receive per-epoch stats for a progress bar.
+    epoch_callback: Callable[[dict[str, float]], None] | None = None
 
     @property
     @abstractmethod
@@ -26,7 +32,16 @@ class Recommender(ABC):
 
     @abstractmethod
     def fit(self, train: Any, valid: Any | None = None) -> dict[str, Any]:
-        """Train on a dataset; returns a report (epochs, best validation metric, seconds)."""
+        """Train on per-user histories; returns a report (epochs, best validation metric, seconds).
+
+        `train` is a Sequence[np.ndarray] of chronological item indices per user; `valid` an
+        EvalSet (models.metrics) used for early stopping by models that train in epochs.
+        """
+
+    def log_epoch(self, **stats: float) -> None:
+        """Report one epoch's stats (epoch, epochs, loss, a validation metric) to the callback."""
+        if self.epoch_callback is not None:
+            self.epoch_callback(stats)
 
     @abstractmethod
     def user_vectors(self, histories: Sequence[History]) -> torch.Tensor:
@@ -84,11 +99,13 @@ class Recommender(ABC):
 
 
 def mask_items(scores: torch.Tensor, item_lists: Sequence[Sequence[int] | np.ndarray]) -> None:
-    """Set scores of the listed items to -inf in place, one list per row, without a Python item loop."""
+    """Set the listed items' scores to -inf in place, one list per row, no loop over items."""
     rows = [torch.full((len(items),), r, dtype=torch.long) for r, items in enumerate(item_lists)]
     if not rows:
         return
     row_idx = torch.cat(rows)
-    col_idx = torch.cat([torch.as_tensor(np.asarray(items), dtype=torch.long) for items in item_lists])
+    col_idx = torch.cat(
+        [torch.as_tensor(np.asarray(items), dtype=torch.long) for items in item_lists]
+    )
     if col_idx.numel():
         scores[row_idx, col_idx] = float("-inf")

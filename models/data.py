@@ -1,0 +1,360 @@
+"""Id maps, interaction tables, leave-one-out datasets, loaders for MovieLens and CSV/TSV files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Column names accepted in a CSV/TSV header, mapped to the Interactions field they fill.
+_HEADER_ALIASES = {
+    "user_id": "user",
+    "userid": "user",
+    "user": "user",
+    "item_id": "item",
+    "itemid": "item",
+    "movieid": "item",
+    "item": "item",
+    "timestamp": "timestamp",
+    "ts": "timestamp",
+    "time": "timestamp",
+    "type": "type",
+    "event_type": "type",
+    "value": "value",
+    "rating": "value",
+}
+
+
+def default_data_dir() -> Path:
+    """Dataset root: $RECSYS_DATA_DIR, else ../shared/datasets next to the repository root."""
+    env = os.environ.get("RECSYS_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+
+
+def _natural_key(ids: Sequence[str]) -> Any:
+    """Sort key: numeric when every id is a decimal integer (MovieLens), else plain string."""
+    if all(i.isdigit() for i in ids):
+        return int
+    return None
+
+
+class IdMap:
+    """A bijection between external string ids and contiguous indices 0..n-1."""
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self.ids: list[str] = []
+        self._index: dict[str, int] = {}
+        for raw in ids:
+            self.add(raw)
+
+    @classmethod
+    def sorted_from(cls, ids: Iterable[Any]) -> IdMap:
+        """Map of the unique ids in natural order (numerically when all ids are integers)."""
+        unique = sorted({str(i) for i in ids})
+        return cls(sorted(unique, key=_natural_key(unique)))
+
+    def add(self, raw: Any) -> int:
+        """Index of `raw`, appending it if new."""
+        key = str(raw)
+        found = self._index.get(key)
+        if found is not None:
+            return found
+        self._index[key] = len(self.ids)
+        self.ids.append(key)
+        return len(self.ids) - 1
+
+    def index(self, raw: Any) -> int:
+        """Index of a known id; KeyError for an unknown one."""
+        return self._index[str(raw)]
+
+    def get(self, raw: Any, default: int = -1) -> int:
+        """Index of an id, or `default` when unknown."""
+        return self._index.get(str(raw), default)
+
+    def indices(self, raws: Iterable[Any], default: int | None = None) -> np.ndarray:
+        """Indices of many ids as int64; unknown ids raise KeyError unless `default` is given."""
+        if default is None:
+            return np.fromiter((self._index[str(r)] for r in raws), dtype=np.int64)
+        return np.fromiter((self._index.get(str(r), default) for r in raws), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, raw: object) -> bool:
+        return str(raw) in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdMap) and self.ids == other.ids
+
+    def __repr__(self) -> str:
+        return f"IdMap({len(self)} ids)"
+
+    def to_json(self) -> list[str]:
+        """JSON-able form: the ids in index order."""
+        return list(self.ids)
+
+    @classmethod
+    def from_json(cls, data: Sequence[str]) -> IdMap:
+        """Inverse of `to_json`; duplicate ids are refused."""
+        id_map = cls(data)
+        if len(id_map) != len(data):
+            raise ValueError("IdMap.from_json: duplicate ids")
+        return id_map
+
+
+@dataclass
+class Interactions:
+    """One row per event, in file order: string ids, int64 timestamps, optional type and value."""
+
+    user_ids: np.ndarray  # (N,) str
+    item_ids: np.ndarray  # (N,) str
+    timestamps: np.ndarray  # (N,) int64; file row number when the source has no time column
+    types: np.ndarray | None = None  # (N,) str, e.g. "view", "purchase"
+    values: np.ndarray | None = None  # (N,) float64, e.g. the MovieLens rating
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def take(self, rows: np.ndarray) -> Interactions:
+        """The rows selected by a boolean mask or an index array, in that order."""
+        return Interactions(
+            user_ids=self.user_ids[rows],
+            item_ids=self.item_ids[rows],
+            timestamps=self.timestamps[rows],
+            types=None if self.types is None else self.types[rows],
+            values=None if self.values is None else self.values[rows],
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 of the (user, item, timestamp) rows."""
+        digest = hashlib.sha256()
+        for column in (self.user_ids, self.item_ids):
+            digest.update("\x1f".join(column.tolist()).encode())
+            digest.update(b"\x1e")
+        digest.update(np.ascontiguousarray(self.timestamps, dtype="<i8").tobytes())
+        return digest.hexdigest()
+
+
+@dataclass
+class EvalSet:
+    """Users to evaluate: each input history and its one held-out target item (-1: unknown item)."""
+
+    histories: list[np.ndarray]
+    targets: np.ndarray  # (U,) int64
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class LeaveOneOut:
+    """Per-user chronological train histories with one validation and one test item each."""
+
+    user_ids: IdMap
+    item_ids: IdMap
+    train: list[np.ndarray]  # per user index: chronological item indices, int64
+    val: np.ndarray  # (U,) int64 item index
+    test: np.ndarray  # (U,) int64 item index
+    meta: dict[str, Any] = field(default_factory=dict)  # provenance: source path, filters
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_interactions(self) -> int:
+        return sum(len(h) for h in self.train) + 2 * self.num_users
+
+    def val_set(self) -> EvalSet:
+        """Validation protocol: input history = train, target = val."""
+        return EvalSet(histories=list(self.train), targets=self.val)
+
+    def train_plus_val(self) -> list[np.ndarray]:
+        """Histories extended by each user's validation item."""
+        return [np.append(h, v) for h, v in zip(self.train, self.val, strict=True)]
+
+    def test_set(self) -> EvalSet:
+        """Test protocol: input history = train + val, target = test."""
+        return EvalSet(histories=self.train_plus_val(), targets=self.test)
+
+    def item_popularity(self) -> np.ndarray:
+        """Train interaction count per item: (I,) int64."""
+        flat = np.concatenate(self.train) if self.train else np.zeros(0, np.int64)
+        return np.bincount(flat, minlength=self.num_items).astype(np.int64)
+
+    def fingerprint(self) -> str:
+        """sha256 of the id maps and every split's item indices."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps([self.user_ids.ids, self.item_ids.ids]).encode())
+        lengths = np.array([len(h) for h in self.train], dtype="<i8")
+        for array in (lengths, *self.train, self.val, self.test):
+            digest.update(np.ascontiguousarray(array, dtype="<i8").tobytes())
+        return digest.hexdigest()
+
+    @classmethod
+    def from_rows(cls, train: Interactions, val: Interactions, test: Interactions) -> LeaveOneOut:
+        """Index three row tables (one val and one test row per user) into a LeaveOneOut."""
+        users = IdMap.sorted_from(np.concatenate([train.user_ids, val.user_ids, test.user_ids]))
+        items = IdMap.sorted_from(np.concatenate([train.item_ids, val.item_ids, test.item_ids]))
+        return cls(
+            user_ids=users,
+            item_ids=items,
+            train=_group_histories(train, users, items),
+            val=_one_per_user(val, users, items, "val"),
+            test=_one_per_user(test, users, items, "test"),
+        )
+
+
+def _group_histories(rows: Interactions, users: IdMap, items: IdMap) -> list[np.ndarray]:
+    """Per-user item indices ordered by timestamp, ties in row order."""
+    user_idx = users.indices(rows.user_ids)
+    item_idx = items.indices(rows.item_ids)
+    order = np.lexsort((rows.timestamps, user_idx))  # lexsort is stable: ties keep row order
+    counts = np.bincount(user_idx, minlength=len(users))
+    return [h.astype(np.int64) for h in np.split(item_idx[order], np.cumsum(counts)[:-1])]
+
+
+def _one_per_user(rows: Interactions, users: IdMap, items: IdMap, name: str) -> np.ndarray:
+    """(U,) item index of each user's single row; every user must have exactly one."""
+    user_idx = users.indices(rows.user_ids)
+    if len(rows) != len(users) or np.bincount(user_idx, minlength=len(users)).max() != 1:
+        raise ValueError(f"{name}: expected exactly one row per user ({len(users)} users)")
+    out = np.empty(len(users), dtype=np.int64)
+    out[user_idx] = items.indices(rows.item_ids)
+    return out
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """Open a plain or gzipped UTF-8 text file (MovieLens rating files are ASCII)."""
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")  # caller closes
+
+
+def _base_name(path: Path) -> str:
+    """File name without a trailing .gz."""
+    return path.name[:-3] if path.name.endswith(".gz") else path.name
+
+
+def _parse_timestamps(raw: Sequence[str]) -> np.ndarray:
+    """Integer epoch seconds, or ISO-8601 strings converted to epoch seconds."""
+    try:
+        return np.asarray(raw, dtype=np.int64)
+    except ValueError:
+        return np.array([int(datetime.fromisoformat(t).timestamp()) for t in raw], dtype=np.int64)
+
+
+def _from_columns(columns: dict[str, list[str]], source: Path) -> Interactions:
+    """Build an Interactions table from string columns named user/item/timestamp/type/value."""
+    for required in ("user", "item"):
+        if required not in columns:
+            raise ValueError(f"{source}: no {required} id column")
+    n = len(columns["user"])
+    stamps = columns.get("timestamp")
+    return Interactions(
+        user_ids=np.asarray(columns["user"], dtype=str),
+        item_ids=np.asarray(columns["item"], dtype=str),
+        timestamps=np.arange(n, dtype=np.int64) if stamps is None else _parse_timestamps(stamps),
+        types=np.asarray(columns["type"], dtype=str) if "type" in columns else None,
+        values=np.asarray(columns["value"], dtype=np.float64) if "value" in columns else None,
+    )
+
+
+def _read_movielens(path: Path, separator: str) -> Interactions:
+    """MovieLens `user<sep>item<sep>rating<sep>timestamp` without a header."""
+    with _open_text(path) as f:
+        text = f.read()
+    if separator != "\t":
+        text = text.replace(separator, "\t")
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    users, items, ratings, stamps = (
+        (list(c) for c in zip(*rows, strict=True)) if rows else ([],) * 4
+    )
+    return _from_columns(
+        {"user": users, "item": items, "value": ratings, "timestamp": stamps}, path
+    )
+
+
+def _read_header_table(path: Path) -> Interactions:
+    """CSV/TSV with a header naming the columns (delimiter detected from the header line)."""
+    with _open_text(path) as f:
+        header = f.readline()
+        delimiter = "\t" if "\t" in header else ";" if ";" in header and "," not in header else ","
+        names = [
+            _HEADER_ALIASES.get(n.strip().lower()) for n in header.strip("\r\n").split(delimiter)
+        ]
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in names]
+    return _from_columns({n: c for n, c in zip(names, columns, strict=True) if n}, path)
+
+
+def load_interactions(path: str | Path) -> Interactions:
+    """Rows of u.data, ratings.dat, ratings.csv or a headed CSV/TSV (.gz too), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no interactions file at {path}")
+    name = _base_name(path)
+    if name.endswith(".data"):
+        return _read_movielens(path, "\t")
+    if name.endswith(".dat"):
+        return _read_movielens(path, "::")
+    return _read_header_table(path)
+
+
+def _split_file(directory: Path, stem: str) -> Path:
+    """The split file `stem`.tsv, .tsv.gz, .csv or .csv.gz in a directory."""
+    for suffix in (".tsv", ".tsv.gz", ".csv", ".csv.gz"):
+        candidate = directory / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{directory}: no {stem}.tsv[.gz] or {stem}.csv[.gz]")
+
+
+def load_split_dir(path: str | Path) -> LeaveOneOut:
+    """Read a leave-one-out split directory (train.tsv.gz, val.tsv, test.tsv as ml1m-half-loo)."""
+    directory = Path(path)
+    train, val, test = (
+        load_interactions(_split_file(directory, s)) for s in ("train", "val", "test")
+    )
+    data = LeaveOneOut.from_rows(train, val, test)
+    data.meta = {"source": str(directory), "format": "split-dir"}
+    return data
+
+
+def is_split_dir(path: str | Path) -> bool:
+    """True when `path` is a directory holding train/val/test split files."""
+    try:
+        _split_file(Path(path), "train")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """`path` as given when it exists, else relative to the default data directory."""
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate
+    under_root = default_data_dir() / candidate
+    if under_root.exists():
+        return under_root
+    raise FileNotFoundError(f"no dataset at {candidate} nor {under_root}")
