@@ -1,0 +1,112 @@
+"""The CLI: migrations on both databases, and `recsys serve` as a real server on the default."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import PG_ADMIN_DSN, asyncpg_to_sqlalchemy, free_port
+
+RECSYS = str(Path(sys.executable).with_name("recsys"))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any RECSYS_ setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    return {**env, **extra}
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `recsys ...` and fail the test with its output when it fails."""
+    done = subprocess.run([RECSYS, *args], cwd=cwd, env=clean_env(**env), text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_help_lists_commands(tmp_path: Path) -> None:
+    out = run_cli("--help", cwd=tmp_path).stdout
+    for command in ("serve", "db"):
+        assert command in out
+
+
+async def _tables(dsn: str) -> set[str]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        return {r["tablename"] for r in rows}
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def empty_pg() -> Iterator[str]:
+    """An empty Postgres database, dropped afterwards."""
+    name = f"recsys_cli_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(PG_ADMIN_DSN)
+        await connection.execute(sql)
+        await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_migrations_up_down_up_on_postgres(empty_pg: str, tmp_path: Path) -> None:
+    url = asyncpg_to_sqlalchemy(empty_pg)
+    run_cli("db", "upgrade", cwd=tmp_path, RECSYS_DATABASE_URL=url)
+    assert {"events", "items", "model_versions", "exposures"} <= asyncio.run(_tables(empty_pg))
+    run_cli("db", "downgrade", "base", cwd=tmp_path, RECSYS_DATABASE_URL=url)
+    assert asyncio.run(_tables(empty_pg)) == {"alembic_version"}
+    run_cli("db", "upgrade", cwd=tmp_path, RECSYS_DATABASE_URL=url)
+
+
+def test_migrations_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/x.db"
+    run_cli("db", "upgrade", cwd=tmp_path, RECSYS_DATABASE_URL=url)
+    run_cli("db", "downgrade", "base", cwd=tmp_path, RECSYS_DATABASE_URL=url)
+    run_cli("db", "upgrade", cwd=tmp_path, RECSYS_DATABASE_URL=url)
+
+
+def wait_for(url: str, process: subprocess.Popen[str], seconds: float = 60) -> httpx.Response:
+    """Poll until the server answers, failing early when it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            return httpx.get(url, timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds}s")
+
+
+def test_serve_on_the_embedded_default(tmp_path: Path) -> None:
+    """What `make run` does, with no database or cache server configured."""
+    run_cli("db", "upgrade", cwd=tmp_path)
+    assert (tmp_path / "var" / "recsys.db").is_file()
+    port = free_port()
+    server = subprocess.Popen([RECSYS, "serve", "--port", str(port)], cwd=tmp_path,
+                              env=clean_env(), text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        assert wait_for(f"http://127.0.0.1:{port}/healthz", server).json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+        assert (ready["database"], ready["cache"]) == ("ok", "ok")
+        posted = httpx.post(f"http://127.0.0.1:{port}/events",
+                            json={"events": [{"user_id": "u", "item_id": "i", "type": "view"}]})
+        assert posted.json() == {"accepted": 1, "duplicates": 0}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
