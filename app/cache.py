@@ -83,8 +83,8 @@ class RedisCache:
 
     async def get_vector(self, user_id: str, field: str) -> bytes | None:
         """A cached user vector for one model version."""
-        value: bytes | None = await self.client.hget(self._vector_key(user_id), field)
-        return value
+        value = await self.client.hget(self._vector_key(user_id), field)
+        return value.encode() if isinstance(value, str) else value
 
     async def set_vector(self, user_id: str, field: str, data: bytes) -> None:
         """Cache a user vector for one model version, with the TTL."""

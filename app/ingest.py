@@ -5,51 +5,74 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import SafeCache
 from app.db import repo
-from app.db.repo import EventRow
+from app.db.repo import EventColumns
 from app.observability import Metrics
-from app.schemas import EventIn, EventsAccepted
+from app.schemas import EARLIEST_EVENT, MAX_FUTURE_SKEW_S, EventIn, EventsAccepted
 
 
-def to_rows(events: Sequence[EventIn]) -> list[EventRow]:
-    """Fill in generated event ids and server time for events that lack them."""
+def to_columns(events: Sequence[EventIn]) -> tuple[EventColumns, list[dict[str, Any]]]:
+    """Insert columns with generated ids and server time where absent, and any time errors."""
     now = datetime.now(UTC)
-    return [
-        EventRow(
-            event_id=e.event_id or uuid.uuid4().hex,
-            user_id=e.user_id,
-            item_id=e.item_id,
-            type=e.type,
-            value=e.value,
-            event_time=e.timestamp or now,
-            recommendation_id=e.recommendation_id,
-        )
-        for e in events
-    ]
+    latest = now + timedelta(seconds=MAX_FUTURE_SKEW_S)
+    times, errors = [], []
+    for n, event in enumerate(events):
+        stamp = event.get("timestamp") or now
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        if not EARLIEST_EVENT <= stamp <= latest:
+            errors.append(_time_error(n, stamp, latest))
+        times.append(stamp)
+    columns = EventColumns(
+        event_id=[e.get("event_id") or uuid.uuid4().hex for e in events],
+        user_id=[e["user_id"] for e in events],
+        item_id=[e["item_id"] for e in events],
+        type=[e["type"] for e in events],
+        value=[e.get("value") for e in events],
+        event_time=times,
+        recommendation_id=[e.get("recommendation_id") for e in events],
+    )
+    return columns, errors
 
 
-def items_by_user(rows: Sequence[EventRow]) -> dict[str, list[str]]:
+def _time_error(index: int, stamp: datetime, latest: datetime) -> dict[str, Any]:
+    """A validation error in FastAPI's shape for an implausible event time."""
+    message = (
+        "timestamp is in the future"
+        if stamp > latest
+        else "timestamp is before 1995 (epoch seconds or milliseconds expected)"
+    )
+    return {
+        "type": "value_error",
+        "loc": ("body", "events", index, "timestamp"),
+        "msg": message,
+        "input": stamp.isoformat(),
+    }
+
+
+def items_by_user(columns: EventColumns) -> dict[str, list[str]]:
     """Each user's new items in event-time order."""
-    histories: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-    for row in rows:
-        histories[row.user_id].append((row.event_time, row.item_id))
-    return {user: [item for _, item in sorted(pairs, key=lambda p: p[0])] for user, pairs in histories.items()}
+    order = sorted(range(len(columns)), key=columns.event_time.__getitem__)  # stable
+    histories: dict[str, list[str]] = defaultdict(list)
+    for n in order:
+        histories[columns.user_id[n]].append(columns.item_id[n])
+    return histories
 
 
 async def ingest_events(
-    *, session: AsyncSession, cache: SafeCache, metrics: Metrics, events: Sequence[EventIn]
+    *, session: AsyncSession, cache: SafeCache, metrics: Metrics, columns: EventColumns
 ) -> EventsAccepted:
     """Commit the batch in one transaction, then update the cache and the counters."""
-    rows = to_rows(events)
-    inserted = await repo.insert_events(session=session, events=rows)
+    inserted = await repo.insert_events(session=session, events=columns)
     await session.commit()
-    duplicates = len(rows) - inserted
-    histories = items_by_user(rows)
+    duplicates = len(columns) - inserted
+    histories = items_by_user(columns)
     if duplicates:
         # Which rows were new is unknown, so drop the cached histories; they reload from the DB.
         await cache.run("drop_users", list(histories), history=True)

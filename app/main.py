@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from sqlalchemy import exc as sa_exc
+from starlette.requests import ClientDisconnect
 
 from app.api import events, health, items
 from app.cache import make_cache
 from app.config import Settings, get_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.observability import Metrics, RequestMiddleware, configure_logging
+from app.schemas import EVENT_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ DATABASE_DOWN = (
 )
 
 
-def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+def _lifespan(settings: Settings) -> Any:
     """Open the database engine and the cache for the app's lifetime."""
 
     @asynccontextmanager
@@ -47,8 +51,12 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.cache = make_cache(settings, on_error=app.state.metrics.cache_error)
-        log.info("started", extra={"fields": {"database": engine.url.get_backend_name(),
-                                              "cache": app.state.cache.kind}})
+        log.info(
+            "started",
+            extra={
+                "fields": {"database": engine.url.get_backend_name(), "cache": app.state.cache.kind}
+            },
+        )
         try:
             yield
         finally:
@@ -72,6 +80,29 @@ async def _database_down(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
 
 
+async def _client_gone(request: Request, error: Exception) -> JSONResponse:
+    """The client left (or the body cap cut it off and 413 was sent); this answer is dropped."""
+    return JSONResponse({"detail": "client disconnected"}, status_code=400)
+
+
+def _document_models(app: FastAPI, **adapters: TypeAdapter[Any]) -> None:
+    """Add request models that routes parse themselves to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, adapter in adapters.items():
+            model_schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[name] = model_schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; all state lives on app.state, created in the lifespan."""
     settings = settings or get_settings()
@@ -89,8 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     for error_type in DATABASE_DOWN:
         app.add_exception_handler(error_type, _database_down)
     for module in (events, items, health):
         app.include_router(module.router)
+    _document_models(app, EventBatch=EVENT_BATCH)
     return app

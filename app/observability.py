@@ -13,7 +13,9 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
 access_log = logging.getLogger("recsys.access")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.0)
 
@@ -28,8 +30,11 @@ class Metrics:
             "recsys_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
         )
         self.latency = Histogram(
-            "recsys_http_request_seconds", "HTTP request latency", ["method", "route", "status"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "recsys_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.events_ingested = Counter("recsys_events_ingested", "Events stored", registry=r)
         self.events_duplicate = Counter(
@@ -103,14 +108,17 @@ class RequestMiddleware:
                 state["status"] = 413
                 return
             await self.app(
-                scope, self._capped(receive, send, request_id, state),
+                scope,
+                self._capped(receive, send, request_id, state),
                 self._stamped(send, request_id, state),
             )
         finally:
             self._record(scope, int(state["status"]), time.perf_counter() - started)
             request_id_var.reset(token)
 
-    def _capped(self, receive: Receive, send: Send, request_id: str, state: dict[str, Any]) -> Receive:
+    def _capped(
+        self, receive: Receive, send: Send, request_id: str, state: dict[str, Any]
+    ) -> Receive:
         """A receive that answers 413 itself once a streamed body passes the cap."""
         seen = 0
 

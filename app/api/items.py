@@ -17,8 +17,14 @@ async def put_items(batch: ItemBatch, session: SessionDep, settings: SettingsDep
     """Insert or update catalog items (title, attributes, active)."""
     if len(batch.items) > settings.max_items_per_batch:
         raise RequestValidationError(
-            [{"type": "too_long", "loc": ("body", "items"), "input": len(batch.items),
-              "msg": f"at most {settings.max_items_per_batch} items per batch"}]
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("body", "items"),
+                    "input": len(batch.items),
+                    "msg": f"at most {settings.max_items_per_batch} items per batch",
+                }
+            ]
         )
     now = datetime.now(UTC)
     # The last entry wins when an item_id repeats in one batch (one upsert per row).

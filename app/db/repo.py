@@ -23,26 +23,59 @@ ON CONFLICT (event_id) DO NOTHING
 """
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """An event ready to be stored."""
+@dataclass(slots=True)
+class EventColumns:
+    """A batch of events as columns: the shape both bulk insert paths want."""
 
-    event_id: str
-    user_id: str
-    item_id: str
-    type: str
-    value: float | None
-    event_time: datetime
-    recommendation_id: str | None
+    event_id: list[str]
+    user_id: list[str]
+    item_id: list[str]
+    type: list[str]
+    value: list[float | None]
+    event_time: list[datetime]
+    recommendation_id: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    def as_arrays(self) -> tuple[list[Any], ...]:
+        """Columns in table order."""
+        return (
+            self.event_id,
+            self.user_id,
+            self.item_id,
+            self.type,
+            self.value,
+            self.event_time,
+            self.recommendation_id,
+        )
 
 
-async def insert_events(*, session: AsyncSession, events: Sequence[EventRow]) -> int:
+EVENT_COLUMNS = (
+    "event_id",
+    "user_id",
+    "item_id",
+    "type",
+    "value",
+    "event_time",
+    "recommendation_id",
+)
+
+
+def _dialect(session: AsyncSession) -> str:
+    """The session's database dialect name."""
+    return session.get_bind().dialect.name
+
+
+async def insert_events(*, session: AsyncSession, events: EventColumns) -> int:
     """Insert events, skipping event_ids already stored; returns how many were new."""
-    if not events:
+    if not len(events):
         return 0
-    if session.bind.dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         return await _insert_events_pg(session=session, events=events)
-    rows = [_event_dict(e) for e in events]
+    rows = [
+        dict(zip(EVENT_COLUMNS, row, strict=True)) for row in zip(*events.as_arrays(), strict=True)
+    ]
     statement = (
         sqlite_insert(Event)
         .on_conflict_do_nothing(index_elements=["event_id"])
@@ -51,42 +84,20 @@ async def insert_events(*, session: AsyncSession, events: Sequence[EventRow]) ->
     return len((await session.scalars(statement, rows)).all())
 
 
-async def _insert_events_pg(*, session: AsyncSession, events: Sequence[EventRow]) -> int:
+async def _insert_events_pg(*, session: AsyncSession, events: EventColumns) -> int:
     """Postgres bulk path: one unnest INSERT over asyncpg, inside the session's transaction."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    status: str = await driver.execute(
-        _PG_INSERT_EVENTS,
-        [e.event_id for e in events],
-        [e.user_id for e in events],
-        [e.item_id for e in events],
-        [e.type for e in events],
-        [e.value for e in events],
-        [e.event_time for e in events],
-        [e.recommendation_id for e in events],
-    )
+    status: str = await driver.execute(_PG_INSERT_EVENTS, *events.as_arrays())
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
-
-
-def _event_dict(event: EventRow) -> dict[str, Any]:
-    """An EventRow as insert parameters."""
-    return {
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "item_id": event.item_id,
-        "type": event.type,
-        "value": event.value,
-        "event_time": event.event_time,
-        "recommendation_id": event.recommendation_id,
-    }
 
 
 async def upsert_items(*, session: AsyncSession, items: Sequence[dict[str, Any]]) -> int:
     """Insert or update catalog items by item_id; returns the number written."""
     if not items:
         return 0
-    dialect = session.bind.dialect.name
+    dialect = _dialect(session)
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(Item)
     statement = statement.on_conflict_do_update(

@@ -28,8 +28,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `recsys ...` and fail the test with its output when it fails."""
-    done = subprocess.run([RECSYS, *args], cwd=cwd, env=clean_env(**env), text=True,
-                          capture_output=True, timeout=120)
+    done = subprocess.run(
+        [RECSYS, *args], cwd=cwd, env=clean_env(**env), text=True, capture_output=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -97,15 +98,22 @@ def test_serve_on_the_embedded_default(tmp_path: Path) -> None:
     run_cli("db", "upgrade", cwd=tmp_path)
     assert (tmp_path / "var" / "recsys.db").is_file()
     port = free_port()
-    server = subprocess.Popen([RECSYS, "serve", "--port", str(port)], cwd=tmp_path,
-                              env=clean_env(), text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [RECSYS, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert wait_for(f"http://127.0.0.1:{port}/healthz", server).json() == {"status": "ok"}
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
         assert (ready["database"], ready["cache"]) == ("ok", "ok")
-        posted = httpx.post(f"http://127.0.0.1:{port}/events",
-                            json={"events": [{"user_id": "u", "item_id": "i", "type": "view"}]})
+        posted = httpx.post(
+            f"http://127.0.0.1:{port}/events",
+            json={"events": [{"user_id": "u", "item_id": "i", "type": "view"}]},
+        )
         assert posted.json() == {"accepted": 1, "duplicates": 0}
     finally:
         server.terminate()

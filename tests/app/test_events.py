@@ -37,7 +37,7 @@ async def test_batch_is_stored_and_counted(client: httpx.AsyncClient) -> None:
 async def test_retry_is_idempotent(client: httpx.AsyncClient) -> None:
     batch = [event(item=f"i{n}") for n in range(20)]
     first = await client.post("/events", json={"events": batch})
-    retry = await client.post("/events", json={"events": batch + [event(item="new")]})
+    retry = await client.post("/events", json={"events": [*batch, event(item="new")]})
     assert first.json() == {"accepted": 20, "duplicates": 0}
     assert retry.json() == {"accepted": 1, "duplicates": 20}
     assert len(await stored_events(client)) == 21
@@ -93,8 +93,17 @@ async def test_millisecond_timestamps_are_understood(client: httpx.AsyncClient) 
 async def test_defaults_and_coercion(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/events",
-        json={"events": [{"user_id": 42, "item_id": 7, "type": "rating", "value": 4.5,
-                          "timestamp": 1_700_000_000}]},
+        json={
+            "events": [
+                {
+                    "user_id": 42,
+                    "item_id": 7,
+                    "type": "rating",
+                    "value": 4.5,
+                    "timestamp": 1_700_000_000,
+                }
+            ]
+        },
     )
     assert response.json() == {"accepted": 1, "duplicates": 0}
     ((event_id, user_id, item_id),) = await stored_events(client)
@@ -140,8 +149,9 @@ async def test_write_key(settings: Settings) -> None:
         assert "detail" in wrong.json()
         ok = await client.post("/events", json=body, headers={"X-API-Key": "w-secret"})
         assert ok.status_code == 200
-        admin = await client.post("/events", json={"events": [event()]},
-                                  headers={"X-API-Key": "a-secret"})
+        admin = await client.post(
+            "/events", json={"events": [event()]}, headers={"X-API-Key": "a-secret"}
+        )
         assert admin.status_code == 200
         assert len(await stored_events(client)) == 2
 
@@ -153,8 +163,11 @@ async def test_concurrent_clients_lose_and_double_nothing(client: httpx.AsyncCli
     plans = batches + batches[1:] + batches[:1]
 
     async def send(chunk: list[str]) -> dict[str, int]:
-        body = {"events": [{"event_id": i, "user_id": i[:4], "item_id": i[4:8], "type": "click"}
-                           for i in chunk]}
+        body = {
+            "events": [
+                {"event_id": i, "user_id": i[:4], "item_id": i[4:8], "type": "click"} for i in chunk
+            ]
+        }
         response = await client.post("/events", json=body)
         assert response.status_code == 200, response.text
         return dict(response.json())

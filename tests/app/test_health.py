@@ -58,8 +58,11 @@ async def test_redis_down_degrades_but_ingestion_works(pg_database: str) -> None
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["cache"] == "degraded" and ready.json()["status"] == "degraded"
-        body = {"events": [{"event_id": uuid.uuid4().hex, "user_id": "u", "item_id": "i",
-                            "type": "view"}]}
+        body = {
+            "events": [
+                {"event_id": uuid.uuid4().hex, "user_id": "u", "item_id": "i", "type": "view"}
+            ]
+        }
         assert (await client.post("/events", json=body)).json()["accepted"] == 1
         assert "recsys_cache_errors_total" in (await client.get("/metrics")).text
 

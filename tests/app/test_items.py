@@ -9,8 +9,12 @@ from tests.conftest import running_app
 
 
 async def test_upsert_then_read(client: httpx.AsyncClient) -> None:
-    body = {"items": [{"item_id": "sku-1", "title": "Mug", "attributes": {"colour": "red"}},
-                      {"item_id": "sku-2"}]}
+    body = {
+        "items": [
+            {"item_id": "sku-1", "title": "Mug", "attributes": {"colour": "red"}},
+            {"item_id": "sku-2"},
+        ]
+    }
     assert (await client.put("/items", json=body)).json() == {"upserted": 2}
     item = (await client.get("/items/sku-1")).json()
     assert (item["title"], item["attributes"], item["active"]) == ("Mug", {"colour": "red"}, True)
@@ -45,4 +49,6 @@ async def test_items_need_the_write_key(settings: Settings) -> None:
     async with running_app(settings) as client:
         body = {"items": [{"item_id": "a"}]}
         assert (await client.put("/items", json=body)).status_code == 401
-        assert (await client.put("/items", json=body, headers={"X-API-Key": "k"})).status_code == 200
+        assert (
+            await client.put("/items", json=body, headers={"X-API-Key": "k"})
+        ).status_code == 200

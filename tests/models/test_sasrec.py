@@ -1,0 +1,145 @@
+"""SASRec on tiny generated data: causality, padding, empty histories, learning, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load, save
+
+from models.sasrec import SASRec, SASRecConfig, length_batches, training_pairs
+
+NUM_ITEMS = 30
+
+
+def tiny_config(**overrides: object) -> SASRecConfig:
+    """A small, fast config; dropout on so that train/eval differences would show."""
+    base: dict[str, object] = dict(
+        max_len=12,
+        hidden=32,
+        blocks=2,
+        heads=2,
+        dropout=0.1,
+        lr=1e-2,
+        batch_size=32,
+        epochs=40,
+        patience=40,
+        progress=False,
+        seed=7,
+    )
+    base.update(overrides)
+    return SASRecConfig(**base)  # type: ignore[arg-type]
+
+
+def cyclic_sequences(users: int = 90, seed: int = 0) -> list[np.ndarray]:
+    """Each user walks 0 -> 1 -> ... -> NUM_ITEMS-1 -> 0 from a random start: next item is known."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, NUM_ITEMS, users)
+    lengths = rng.integers(3, 15, users)
+    return [(s + np.arange(n)) % NUM_ITEMS for s, n in zip(starts, lengths, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def trained() -> SASRec:
+    model = SASRec(NUM_ITEMS, tiny_config())
+    model.fit(cyclic_sequences())
+    return model
+
+
+def test_causal_later_items_do_not_change_earlier_positions() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config())
+    seq = torch.tensor([[3, 8, 1, 4, 15, 9, 26, 5]])
+    changed = seq.clone()
+    changed[0, 5:] = torch.tensor([0, 0, 0])
+    with torch.no_grad():
+        before, after = model.net(seq), model.net(changed)  # (1, L, D)
+    torch.testing.assert_close(before[:, :5], after[:, :5], rtol=0, atol=0)
+    assert not torch.allclose(before[:, 5:], after[:, 5:])
+
+
+def test_padding_does_not_change_outputs() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config())
+    short, long = np.array([4, 9, 2]), np.arange(11)
+    alone = model.user_vectors([short])  # no padding
+    padded = model.user_vectors([short, long])  # short is padded to the long length
+    torch.testing.assert_close(alone[0], padded[0], rtol=0, atol=1e-6)
+    pad = model.net.pad
+    with torch.no_grad():
+        hidden = model.net(torch.tensor([[4, 9, 2, pad, pad, pad]]))  # (1, 6, D)
+        plain = model.net(torch.tensor([[4, 9, 2]]))  # (1, 3, D)
+    torch.testing.assert_close(hidden[:, :3], plain, rtol=0, atol=1e-6)
+
+
+def test_history_longer_than_max_len_uses_the_last_items() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(max_len=5))
+    history = np.arange(20) % NUM_ITEMS
+    torch.testing.assert_close(model.user_vectors([history]), model.user_vectors([history[-5:]]))
+
+
+def test_empty_history_gives_finite_vector(trained: SASRec) -> None:
+    vectors = trained.user_vectors([np.array([], dtype=np.int64), np.array([1, 2, 3])])
+    assert vectors.shape == (2, trained.config.hidden)
+    assert torch.isfinite(vectors).all()
+    assert vectors[0].abs().sum() > 0  # the mean training user, not zeros
+    assert trained.user_vectors([]).shape == (0, trained.config.hidden)
+
+
+def test_item_vectors_and_scores_are_a_dot_product(trained: SASRec) -> None:
+    items = trained.item_vectors()
+    assert items.shape == (NUM_ITEMS, trained.config.hidden)
+    assert items.dtype == torch.float32 and items.is_contiguous()
+    histories = [np.array([1, 2, 3]), np.array([7])]
+    expected = trained.user_vectors(histories) @ items.T
+    torch.testing.assert_close(trained.score(histories), expected)
+
+
+def test_overfits_a_sequential_pattern(trained: SASRec) -> None:
+    histories = [(s + np.arange(6)) % NUM_ITEMS for s in range(NUM_ITEMS)]
+    ids, _ = trained.recommend(histories, k=1)
+    expected = torch.tensor([(s + 6) % NUM_ITEMS for s in range(NUM_ITEMS)])
+    assert (ids[:, 0] == expected).float().mean() >= 0.95
+
+
+def test_same_seed_same_scores() -> None:
+    histories = [np.array([1, 2, 3]), np.array([5, 6])]
+    scores = []
+    for _ in range(2):
+        model = SASRec(NUM_ITEMS, tiny_config(epochs=3))
+        model.fit(cyclic_sequences())
+        scores.append(model.score(histories))
+    torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=0)
+
+
+def test_state_round_trip_gives_identical_scores(trained: SASRec) -> None:
+    tensors = load(save(trained.state_tensors()))  # through safetensors bytes, as checkpoints do
+    restored = SASRec.from_state(trained.config_dict(), tensors)
+    histories = [np.array([], dtype=np.int64), np.array([1, 2, 3]), np.arange(20) % NUM_ITEMS]
+    torch.testing.assert_close(restored.score(histories), trained.score(histories), rtol=0, atol=0)
+    assert restored.config == trained.config and restored.num_items == NUM_ITEMS
+
+
+def test_sampled_softmax_learns_too() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(loss="sampled", n_negatives=10))
+    report = model.fit(cyclic_sequences())
+    first, last = report["history"][0]["loss"], report["history"][-1]["loss"]
+    assert last < first / 2
+
+
+def test_out_of_range_items_are_rejected(trained: SASRec) -> None:
+    with pytest.raises(ValueError):
+        trained.user_vectors([np.array([NUM_ITEMS])])
+    with pytest.raises(ValueError):
+        SASRecConfig(hidden=30, heads=4)
+
+
+def test_training_pairs_shift_by_one_and_pad_targets() -> None:
+    inputs, targets = training_pairs([np.array([1, 2, 3, 4]), np.array([5, 6])], max_len=2, pad=9)
+    assert inputs.tolist() == [[2, 3], [5, 9]]
+    assert targets.tolist() == [[3, 4], [6, -100]]
+
+
+def test_length_batches_cover_every_user_once() -> None:
+    lengths = np.array([5, 1, 9, 3, 3, 7, 2])
+    batches = length_batches(lengths, batch_size=3, rng=np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    assert all(lengths[b].max() - lengths[b].min() <= 4 for b in batches)
