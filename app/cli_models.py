@@ -1,7 +1,143 @@
 """CLI commands for the model library: train, evaluate, compare."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+DATA_HELP = (
+    "A split directory (train/val/test TSV, e.g. ml1m-half-loo) or a raw ratings file "
+    "(u.data, ratings.dat, ratings.csv, CSV/TSV; 5-core + leave-one-out). Relative paths "
+    "are also looked up under RECSYS_DATA_DIR."
+)
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """`key=value` strings -> dict (values are coerced to the config field types later)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {item!r}")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def parse_model_settings(items: list[str]) -> dict[str, dict[str, str]]:
+    """`model.key=value` strings -> {model: {key: value}}."""
+    per_model: dict[str, dict[str, str]] = {}
+    for key, value in parse_settings(items).items():
+        model, dot, field = key.partition(".")
+        if not dot:
+            raise typer.BadParameter(f"expected model.key=value, got {key}={value}")
+        per_model.setdefault(model, {})[field] = value
+    return per_model
+
+
+def _load_data(path: str) -> Any:
+    """Load a dataset, turning a missing path into a CLI error."""
+    from models.split import load_dataset
+
+    try:
+        return load_dataset(path)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """One line of rounded metrics."""
+    typer.echo(f"{title}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+def train(
+    model: str = typer.Option(..., help="Model name: mf, sasrec, popularity or ease."),
+    data: str = typer.Option(..., help=DATA_HELP),
+    out: Path = typer.Option(..., help="Checkpoint directory to write (one version)."),
+    settings: list[str] = typer.Option([], "--set", help="Config override key=value (repeat)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    refit: bool = typer.Option(True, help="Refit on train+val before the test evaluation."),
+    overwrite: bool = typer.Option(False, help="Replace an existing checkpoint directory."),
+) -> None:
+    """Train a model, evaluate it on validation and test, and save a checkpoint.
+
+    Example: recsys train --model mf --data ml1m-half-loo --out var/models/mf-v1 --set factors=128
+    """
+    from models.train import save_trained, train_model
+
+    dataset = _load_data(data)
+    try:
+        trained, report = train_model(
+            model, dataset, parse_settings(settings), seed=seed, refit=refit, progress=True
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    path = save_trained(trained, report, dataset, out, overwrite=overwrite)
+    _print_metrics("val ", report.val)
+    _print_metrics("test", report.test)
+    refit_note = "" if report.refit_seconds is None else f", refit {report.refit_seconds:.1f} s"
+    typer.echo(f"trained in {report.train_seconds:.1f} s{refit_note}; checkpoint: {path}")
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="Checkpoint directory written by `recsys train`."),
+    data: str = typer.Option(..., help=DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Evaluate a checkpoint on a dataset's validation and test users (full ranking).
+
+    Items the checkpoint does not know are dropped from histories and count as misses.
+    Example: recsys evaluate --checkpoint var/models/mf-v1 --data ml1m-half-loo
+    """
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.metrics import evaluate as evaluate_model
+
+    try:
+        loaded = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--checkpoint") from exc
+    dataset = _load_data(data).with_item_ids(loaded.item_ids)
+    popularity = dataset.item_popularity()
+    results = {
+        split: evaluate_model(loaded.model, eval_set, item_popularity=popularity)
+        for split, eval_set in (("val", dataset.val_set()), ("test", dataset.test_set()))
+    }
+    if as_json:
+        typer.echo(json.dumps(results, indent=1))
+        return
+    for split, metrics in results.items():
+        _print_metrics(f"{split:4}", metrics)
+
+
+def compare(
+    data: str = typer.Option(..., help=DATA_HELP),
+    out: Path = typer.Option(..., help="Output directory: compare.md/.json, PNGs, checkpoints/."),
+    models: str = typer.Option(
+        "popularity,ease,mf,sasrec", help="Comma-separated model names to compare."
+    ),
+    settings: list[str] = typer.Option([], "--set", help="Override model.key=value (repeat)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    reuse: bool = typer.Option(False, help="Reuse checkpoints in OUT/checkpoints trained on DATA."),
+) -> None:
+    """Train (or reuse) several models on one dataset and write a comparison table and charts.
+
+    Example: recsys compare --data ml1m-half-loo --out var/compare --models popularity,ease,mf
+    """
+    from models.compare import compare_models
+
+    names = [n.strip() for n in models.split(",") if n.strip()]
+    dataset = _load_data(data)
+    try:
+        compare_models(dataset, names, out, parse_model_settings(settings), seed, reuse, True)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo((out / "compare.md").read_text())
 
 
 def register(cli: typer.Typer) -> None:
     """Attach the model commands to the main CLI."""
+    cli.command("train")(train)
+    cli.command("evaluate")(evaluate)
+    cli.command("compare")(compare)

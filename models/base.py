@@ -100,12 +100,9 @@ class Recommender(ABC):
 
 def mask_items(scores: torch.Tensor, item_lists: Sequence[Sequence[int] | np.ndarray]) -> None:
     """Set the listed items' scores to -inf in place, one list per row, no loop over items."""
-    rows = [torch.full((len(items),), r, dtype=torch.long) for r, items in enumerate(item_lists)]
-    if not rows:
+    lengths = np.fromiter((len(items) for items in item_lists), dtype=np.int64)
+    if not lengths.sum():
         return
-    row_idx = torch.cat(rows)
-    col_idx = torch.cat(
-        [torch.as_tensor(np.asarray(items), dtype=torch.long) for items in item_lists]
-    )
-    if col_idx.numel():
-        scores[row_idx, col_idx] = float("-inf")
+    row_idx = np.repeat(np.arange(len(lengths)), lengths)
+    col_idx = np.concatenate([np.asarray(items, np.int64).reshape(-1) for items in item_lists])
+    scores[torch.from_numpy(row_idx), torch.from_numpy(col_idx)] = float("-inf")

@@ -190,7 +190,8 @@ class LeaveOneOut:
 
     def train_plus_val(self) -> list[np.ndarray]:
         """Histories extended by each user's validation item."""
-        return [np.append(h, v) for h, v in zip(self.train, self.val, strict=True)]
+        pairs = zip(self.train, self.val, strict=True)
+        return [np.append(h, v) if v >= 0 else h for h, v in pairs]  # -1: item unknown to a model
 
     def test_set(self) -> EvalSet:
         """Test protocol: input history = train + val, target = test."""
@@ -209,6 +210,22 @@ class LeaveOneOut:
         for array in (lengths, *self.train, self.val, self.test):
             digest.update(np.ascontiguousarray(array, dtype="<i8").tobytes())
         return digest.hexdigest()
+
+    def with_item_ids(self, item_ids: IdMap) -> LeaveOneOut:
+        """The same data indexed by another item map (a checkpoint's): unknown items dropped
+        from histories, unknown targets become -1 (a miss for the evaluator)."""
+        if item_ids == self.item_ids:
+            return self
+        lookup = np.array([item_ids.get(i) for i in self.item_ids.ids], dtype=np.int64)
+        train = [lookup[h] for h in self.train]
+        return LeaveOneOut(
+            user_ids=self.user_ids,
+            item_ids=item_ids,
+            train=[h[h >= 0] for h in train],
+            val=lookup[self.val],
+            test=lookup[self.test],
+            meta=dict(self.meta),
+        )
 
     @classmethod
     def from_rows(cls, train: Interactions, val: Interactions, test: Interactions) -> LeaveOneOut:

@@ -1,0 +1,214 @@
+"""Offline comparison: every model on one dataset under one protocol -> Markdown, JSON, charts."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.base import Recommender
+from models.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
+from models.data import LeaveOneOut
+from models.train import save_trained, train_model
+
+METRIC_COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10")
+
+
+@dataclass
+class CompareRow:
+    """One model's line in the comparison."""
+
+    model: str
+    val: dict[str, float]
+    test: dict[str, float]
+    train_seconds: float
+    refit_seconds: float | None
+    ms_per_user: float  # median latency of recommending top-10 for one user (serving path)
+    ms_per_user_batched: float  # the same per user, scoring batches of 256 users
+    parameters: int
+    checkpoint_bytes: int
+    reused: bool  # loaded from an existing checkpoint instead of trained
+
+
+def scoring_latency(model: Recommender, histories: Sequence[np.ndarray], users: int = 200) -> float:
+    """Median milliseconds to recommend top-10 for a single user, over `users` users."""
+    sample = list(histories[:users])
+    model.recommend(sample[:1], k=10)  # warm up lazily built state
+    timings = []
+    for history in sample:
+        start = time.perf_counter()
+        model.recommend([history], k=10)
+        timings.append(time.perf_counter() - start)
+    return 1000 * statistics.median(timings)
+
+
+def batched_latency(model: Recommender, histories: Sequence[np.ndarray], batch: int = 256) -> float:
+    """Milliseconds per user when recommending top-10 for batches of users."""
+    sample = list(histories[: 4 * batch])
+    start = time.perf_counter()
+    for lo in range(0, len(sample), batch):
+        model.recommend(sample[lo : lo + batch], k=10)
+    return 1000 * (time.perf_counter() - start) / max(len(sample), 1)
+
+
+def _reusable(directory: Path, fingerprint: str) -> Any | None:
+    """A checkpoint in `directory` trained on the same data, or None."""
+    try:
+        checkpoint = load_checkpoint(directory)
+    except CheckpointError:
+        return None
+    return checkpoint if checkpoint.meta.get("data", {}).get("fingerprint") == fingerprint else None
+
+
+def _train_or_load(
+    name: str,
+    data: LeaveOneOut,
+    directory: Path,
+    overrides: Mapping[str, Any],
+    seed: int,
+    reuse: bool,
+    progress: bool,
+) -> tuple[Recommender, dict[str, Any], bool]:
+    """The model and its metadata: reused from `directory` when allowed, else trained and saved."""
+    if reuse and (found := _reusable(directory, data.fingerprint())) is not None:
+        return found.model, found.meta, True
+    model, report = train_model(name, data, overrides, seed=seed, progress=progress)
+    save_trained(model, report, data, directory, overwrite=True)
+    return model, load_checkpoint(directory).meta, False
+
+
+def compare_models(
+    data: LeaveOneOut,
+    names: Sequence[str],
+    out_dir: str | Path,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+    reuse: bool = False,
+    progress: bool = False,
+) -> list[CompareRow]:
+    """Train (or reuse) each model, measure it, and write compare.md/.json and the charts."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    test_histories = data.test_set().histories
+    rows = []
+    for name in names:
+        directory = out / "checkpoints" / name
+        model, meta, reused = _train_or_load(
+            name, data, directory, (overrides or {}).get(name, {}), seed, reuse, progress
+        )
+        rows.append(
+            CompareRow(
+                model=name,
+                val=meta["metrics"]["val"],
+                test=meta["metrics"]["test"],
+                train_seconds=meta["train_seconds"],
+                refit_seconds=meta.get("refit_seconds"),
+                ms_per_user=scoring_latency(model, test_histories),
+                ms_per_user_batched=batched_latency(model, test_histories),
+                parameters=meta["parameters"],
+                checkpoint_bytes=checkpoint_bytes(directory),
+                reused=reused,
+            )
+        )
+    write_reports(rows, data, out)
+    return rows
+
+
+def _metric_table(rows: Sequence[CompareRow], split: str) -> list[str]:
+    """Markdown table of one split's metrics plus cost columns."""
+    head = [
+        "model",
+        *METRIC_COLUMNS,
+        "train s",
+        "refit s",
+        "ms/user",
+        "ms/user@256",
+        "params",
+        "MB",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        metrics = getattr(r, split)
+        refit = "-" if r.refit_seconds is None else f"{r.refit_seconds:.1f}"
+        cells = [
+            r.model,
+            *(f"{metrics[m]:.4f}" for m in METRIC_COLUMNS),
+            f"{r.train_seconds:.1f}",
+            refit,
+            f"{r.ms_per_user:.2f}",
+            f"{r.ms_per_user_batched:.3f}",
+            f"{r.parameters:,}",
+            f"{r.checkpoint_bytes / 1e6:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_reports(rows: Sequence[CompareRow], data: LeaveOneOut, out: Path) -> None:
+    """compare.md, compare.json and the PNG charts."""
+    source = data.meta.get("source", "?")
+    protocol = (
+        f"Dataset `{source}`: {data.num_users} users, {data.num_items} items, "
+        f"{data.num_interactions} interactions. Full ranking over all items, history excluded, "
+        "ties optimistic (rank = 1 + #items scored strictly higher). Validation: fit on train, "
+        "input train. Test: refit on train+val with the validation-chosen epochs, input "
+        "train+val. `train s`: the validation fit (early stopping included); `refit s`: the "
+        "train+val fit; `ms/user`: median top-10 latency for one user; `ms/user@256`: batched."
+    )
+    lines = [
+        "# Model comparison",
+        "",
+        protocol,
+        "",
+        "## Test",
+        "",
+        *_metric_table(rows, "test"),
+        "",
+        "## Validation",
+        "",
+        *_metric_table(rows, "val"),
+        "",
+    ]
+    (out / "compare.md").write_text("\n".join(lines))
+    payload = {
+        "dataset": {"source": source, "fingerprint": data.fingerprint()},
+        "rows": [asdict(r) for r in rows],
+    }
+    (out / "compare.json").write_text(json.dumps(payload, indent=1))
+    plot_charts(rows, out)
+
+
+def plot_charts(rows: Sequence[CompareRow], out: Path) -> None:
+    """Accuracy vs training time, accuracy vs latency, and model size charts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.model for r in rows]
+    ndcg = [r.test["ndcg@10"] for r in rows]
+    for filename, xs, xlabel in (
+        ("accuracy_vs_train_time.png", [r.train_seconds for r in rows], "training seconds (log)"),
+        ("accuracy_vs_latency.png", [r.ms_per_user for r in rows], "ms per user scored (log)"),
+    ):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.scatter(xs, ndcg)
+        for x, y, name in zip(xs, ndcg, names, strict=True):
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4))
+        ax.set_xscale("log")
+        ax.set(xlabel=xlabel, ylabel="test NDCG@10")
+        fig.tight_layout()
+        fig.savefig(out / filename, dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(names, [r.checkpoint_bytes / 1e6 for r in rows])
+    ax.set(ylabel="checkpoint MB", title="model size")
+    fig.tight_layout()
+    fig.savefig(out / "model_size.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,95 @@
+"""EASE (Steck 2019, "Embarrassingly Shallow Autoencoders"): a closed-form item-item model.
+
+B = I - P diag(1 / diag(P)) with P = (X^T X + lambda I)^-1, so B has a zero diagonal and the
+score of item j for a user is sum_i x_i B_ij. As a dot-product model: the user vector is the
+multi-hot history (B, I) and item j's vector is column j of B, i.e. item_vectors() = B^T.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from models.base import History, Recommender
+
+
+@dataclass
+class EASEConfig:
+    """EASE hyperparameters."""
+
+    regularization: float = 200.0  # lambda added to the diagonal of the item Gram matrix
+
+
+def _binary_matrix(histories: Sequence[History], num_items: int) -> sp.csr_matrix:
+    """Users x items 0/1 matrix (repeated interactions count once)."""
+    lengths = [len(h) for h in histories]
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    cols = np.concatenate([np.zeros(0, np.int64), *(np.asarray(h, np.int64) for h in histories)])
+    matrix = sp.csr_matrix(
+        (np.ones(len(cols), np.float64), (rows, cols)), shape=(len(histories), num_items)
+    )
+    matrix.data[:] = 1.0  # duplicates were summed by the constructor
+    return matrix
+
+
+class EASE(Recommender):
+    """Item-item weights from one regularised least-squares solve."""
+
+    name: ClassVar[str] = "ease"
+    Config = EASEConfig
+
+    def __init__(self, num_items: int, config: EASEConfig | None = None) -> None:
+        self.config = config or EASEConfig()
+        self.weights = torch.zeros(num_items, num_items)  # (I, I) = B^T: row j is column j of B
+
+    @property
+    def num_items(self) -> int:
+        return self.weights.shape[0]
+
+    def fit(self, train: Sequence[np.ndarray], valid: Any | None = None) -> dict[str, Any]:
+        """Closed form: invert the regularised item Gram matrix (float64 for accuracy)."""
+        start = time.perf_counter()
+        matrix = _binary_matrix(train, self.num_items)
+        gram = torch.from_numpy((matrix.T @ matrix).toarray())  # (I, I) float64
+        gram.diagonal().add_(self.config.regularization)
+        precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (I, I) = P
+        weights = -precision / precision.diagonal()[None, :]  # B = I - P diag(1/diag(P))
+        weights.diagonal().zero_()
+        self.weights = weights.T.to(torch.float32).contiguous()
+        return {"epochs": 1, "seconds": time.perf_counter() - start}
+
+    def user_vectors(self, histories: Sequence[History]) -> torch.Tensor:
+        """Multi-hot histories: (B, I)."""
+        vectors = torch.zeros(len(histories), self.num_items)
+        lengths = [len(h) for h in histories]
+        rows = torch.from_numpy(np.repeat(np.arange(len(histories)), lengths))
+        cols = [np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]
+        vectors[rows, torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *cols]))] = 1.0
+        return vectors
+
+    def item_vectors(self) -> torch.Tensor:
+        """Columns of B: (I, I), row j = B[:, j]."""
+        return self.weights
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"num_items": self.num_items, **asdict(self.config)}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"weights": self.weights.contiguous()}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> EASE:
+        known = {f.name for f in fields(EASEConfig)}
+        num_items = int(config["num_items"])
+        weights = tensors["weights"]
+        if tuple(weights.shape) != (num_items, num_items):
+            raise ValueError(f"weights has shape {tuple(weights.shape)}, expected ({num_items},)*2")
+        model = cls(num_items, EASEConfig(**{k: v for k, v in config.items() if k in known}))
+        model.weights = weights.to(torch.float32).contiguous()
+        return model
