@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,14 +22,17 @@ def to_columns(events: Sequence[EventIn]) -> tuple[EventColumns, list[dict[str, 
     """Insert columns with generated ids and server time where absent, and any time errors."""
     now = datetime.now(UTC)
     latest = now + timedelta(seconds=MAX_FUTURE_SKEW_S)
-    times, errors = [], []
-    for n, event in enumerate(events):
-        stamp = event.get("timestamp") or now
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        if not EARLIEST_EVENT <= stamp <= latest:
-            errors.append(_time_error(n, stamp, latest))
-        times.append(stamp)
+    times = [e.get("timestamp") or now for e in events]
+    if any(t.tzinfo is None for t in times):
+        times = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in times]
+    errors = []
+    # min/max run in C; the per-event pass only runs for a batch that has a bad time.
+    if min(times) < EARLIEST_EVENT or max(times) > latest:
+        errors = [
+            _time_error(n, t, latest)
+            for n, t in enumerate(times)
+            if not EARLIEST_EVENT <= t <= latest
+        ]
     columns = EventColumns(
         event_id=[e.get("event_id") or uuid.uuid4().hex for e in events],
         user_id=[e["user_id"] for e in events],
@@ -58,10 +62,17 @@ def _time_error(index: int, stamp: datetime, latest: datetime) -> dict[str, Any]
 
 def items_by_user(columns: EventColumns) -> dict[str, list[str]]:
     """Each user's new items in event-time order."""
-    order = sorted(range(len(columns)), key=columns.event_time.__getitem__)  # stable
+    pairs = zip(columns.user_id, columns.item_id, strict=True)
+    times = columns.event_time
+    # Batches usually arrive in time order; sorting (slow on aware datetimes) only when not.
+    if any(later < earlier for earlier, later in itertools.pairwise(times)):
+        order = sorted(range(len(times)), key=times.__getitem__)  # stable
+        pairs = zip(
+            [columns.user_id[n] for n in order], [columns.item_id[n] for n in order], strict=True
+        )
     histories: dict[str, list[str]] = defaultdict(list)
-    for n in order:
-        histories[columns.user_id[n]].append(columns.item_id[n])
+    for user, item in pairs:
+        histories[user].append(item)
     return histories
 
 

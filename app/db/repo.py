@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -85,12 +86,26 @@ async def insert_events(*, session: AsyncSession, events: EventColumns) -> int:
 
 
 async def _insert_events_pg(*, session: AsyncSession, events: EventColumns) -> int:
-    """Postgres bulk path: one unnest INSERT over asyncpg, inside the session's transaction."""
+    """Postgres bulk path: COPY when every event_id is new, else one idempotent unnest INSERT.
+
+    COPY is the fastest way in but fails on the first duplicate key; retried batches are the
+    exception, so they pay for a rolled-back savepoint and take the ON CONFLICT path.
+    """
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    status: str = await driver.execute(_PG_INSERT_EVENTS, *events.as_arrays())
-    return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
+    arrays = events.as_arrays()
+    # asyncpg transactions: SQLAlchemy begins its own lazily, on its first statement only.
+    async with driver.transaction():
+        try:
+            async with driver.transaction():  # a savepoint
+                await driver.copy_records_to_table(
+                    "events", records=zip(*arrays, strict=True), columns=EVENT_COLUMNS
+                )
+            return len(events)
+        except asyncpg.UniqueViolationError:
+            status: str = await driver.execute(_PG_INSERT_EVENTS, *arrays)
+            return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
 
 async def upsert_items(*, session: AsyncSession, items: Sequence[dict[str, Any]]) -> int:

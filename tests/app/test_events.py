@@ -203,3 +203,24 @@ async def test_metrics_count_ingestion(client: httpx.AsyncClient) -> None:
     assert "recsys_events_duplicate_total 2.0" in text_
     assert 'recsys_events_rejected_total{reason="validation"} 1.0' in text_
     assert 'route="/events",status="200"' in text_
+
+
+def test_items_by_user_orders_by_event_time() -> None:
+    from datetime import UTC, datetime
+
+    from app.ingest import items_by_user, to_columns
+
+    def at(second: int) -> datetime:
+        return datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+
+    events: list[Any] = [
+        {"user_id": "a", "item_id": "late", "type": "view", "timestamp": at(30)},
+        {"user_id": "b", "item_id": "only", "type": "view", "timestamp": at(20)},
+        {"user_id": "a", "item_id": "early", "type": "view", "timestamp": at(10)},
+        {"user_id": "a", "item_id": "tie", "type": "view", "timestamp": at(30)},
+    ]
+    columns, errors = to_columns(events)
+    assert errors == []
+    assert items_by_user(columns) == {"a": ["early", "late", "tie"], "b": ["only"]}
+    in_order, _ = to_columns(sorted(events, key=lambda e: e["timestamp"]))
+    assert items_by_user(in_order) == {"a": ["early", "late", "tie"], "b": ["only"]}
