@@ -1,0 +1,426 @@
+"""SASRec: a causal Transformer over item sequences, trained with full cross-entropy (SASRec+).
+
+Kang & McAuley 2018 (SASRec) with the loss of Klenitskiy & Vasilev 2023 ("Turning Dross Into
+Gold Loss: is BERT4Rec really better than SASRec?"): softmax over the whole catalog at every
+position instead of one sampled negative. Input and output item embeddings are tied, so a user
+is scored by a plain dot product `user_vectors(h) @ item_vectors().T`, which serving relies on.
+
+Sequences are right-padded inside a batch: with a causal mask no real position ever attends to a
+padding position, and positions count from the first item of the window, so the output for a
+history does not depend on how much padding its batch needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.base import History, Recommender
+from models.data import EvalSet
+from models.metrics import evaluate
+
+CE_CHUNK = 512  # rows of logits per step of the fused loss: (512, I) stays cache-sized
+
+
+@dataclass
+class SASRecConfig:
+    max_len: int = 200  # the encoder sees the most recent max_len items of a history
+    hidden: int = 64  # width D of item/position embeddings and of every block
+    blocks: int = 2  # Transformer blocks
+    heads: int = 1  # attention heads (hidden must be divisible by heads)
+    ffn_mult: int = 1  # feed-forward width = ffn_mult * hidden (original SASRec: 1)
+    dropout: float = 0.1  # on embeddings and residual branches
+    attn_dropout: float = 0.0  # on attention weights; > 0 forces SDPA's slower math path on CPU
+    lr: float = 1e-3  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay (not applied to norms/biases)
+    warmup_epochs: float = 0.0  # linear warmup to lr, then cosine decay over `epochs`
+    cosine: bool = False  # cosine decay to 0 at `epochs`; False keeps lr constant after warmup
+    batch_size: int = 128  # users (sequences) per step; batches hold users of similar length
+    epochs: int = 200  # upper bound on training epochs (and the cosine horizon)
+    patience: int = 10  # stop after this many validations without a better val NDCG@10
+    eval_every: int = 1  # epochs between validations
+    loss: str = "ce"  # "ce": softmax over all items; "sampled": over n_negatives + the positive
+    n_negatives: int = 256  # "sampled" only: uniform negatives shared by the whole batch
+    max_seconds: float | None = None  # wall-clock budget; training stops, keeping the best state
+    seed: int = 0  # seeds init, dropout, shuffling and negative sampling
+    threads: int | None = None  # torch intra-op threads during fit; None leaves torch's setting
+    progress: bool = True  # tqdm bar with loss and validation NDCG@10
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
+        if self.loss not in ("ce", "sampled"):
+            raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t sees positions <= t only."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.dropout = cfg.attn_dropout
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)  # 3 x (B, L, D)
+        q, k, v = (t.view(B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, L, D/H)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+
+
+class FeedForward(nn.Module):
+    """Position-wise two-layer MLP."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.hidden, cfg.ffn_mult * cfg.hidden)
+        self.proj = nn.Linear(cfg.ffn_mult * cfg.hidden, cfg.hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))  # (B, L, D)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(cfg.hidden)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_ffn = nn.LayerNorm(cfg.hidden)
+        self.ffn = FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_attn(x)))  # (B, L, D)
+        return x + self.drop(self.ffn(self.ln_ffn(x)))  # (B, L, D)
+
+
+class SASRecNet(nn.Module):
+    """Item + position embeddings, causal blocks, final LayerNorm; item table doubles as output."""
+
+    empty_user: torch.Tensor
+
+    def __init__(self, cfg: SASRecConfig, num_items: int) -> None:
+        super().__init__()
+        self.pad = num_items  # padding index: one row past the last item, kept at zero
+        self.item_emb = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=num_items)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
+        self.ln_out = nn.LayerNorm(cfg.hidden)
+        # Mean training user vector: the representation of an empty history.
+        self.register_buffer("empty_user", torch.zeros(cfg.hidden))
+        self.apply(_init_weights)
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, D) for right-padded item sequences (B, L)."""
+        pos = torch.arange(seqs.shape[1], device=seqs.device)  # (L,)
+        x = self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_out(x)  # (B, L, D)
+
+    def items(self) -> torch.Tensor:
+        """Output item table without the padding row: (I, D)."""
+        return self.item_emb.weight[: self.pad]
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Small normal init for linear and embedding weights, zero biases (as in nanoGPT)."""
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean softmax cross-entropy of `states @ items.T`, fused and chunked over rows.
+
+    Gradients are computed in the forward pass, a few hundred rows at a time, so the (N, I)
+    logits are never stored: the chunk stays in cache and no separate softmax-backward pass is
+    needed. About 2.5x faster than F.cross_entropy on CPU. Only for a loss that is backpropagated.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, states: torch.Tensor, items: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        grad_states, grad_items = torch.empty_like(states), torch.zeros_like(items)
+        total = states.new_zeros(())
+        for start in range(0, states.shape[0], CE_CHUNK):
+            rows = slice(start, start + CE_CHUNK)
+            h, y = states[rows], labels[rows]  # (C, D), (C,)
+            probs = h @ items.T  # logits (C, I), turned into softmax - onehot in place
+            peak = probs.amax(dim=1, keepdim=True)  # (C, 1)
+            total -= (probs.gather(1, y[:, None]) - peak).sum()
+            probs.sub_(peak).exp_()
+            norm = probs.sum(dim=1, keepdim=True)  # (C, 1)
+            total += norm.log().sum()
+            probs.div_(norm)[torch.arange(len(y)), y] -= 1.0
+            torch.mm(probs, items, out=grad_states[rows])
+            grad_items.addmm_(probs.T, h)
+        n = max(states.shape[0], 1)
+        ctx.save_for_backward(grad_states / n, grad_items / n)
+        return total / n
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_states, grad_items = ctx.saved_tensors
+        return grad_states * grad, grad_items * grad, None
+
+
+def pad_right(seqs: Sequence[np.ndarray], pad: int) -> torch.Tensor:
+    """Stack sequences into a right-padded (B, max length) int64 tensor."""
+    width = max((len(s) for s in seqs), default=0)
+    out = np.full((len(seqs), max(width, 1)), pad, dtype=np.int64)
+    for row, s in enumerate(seqs):
+        out[row, : len(s)] = s
+    return torch.from_numpy(out)
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Index batches of users with similar lengths, in random order (less padding per batch)."""
+    jitter = rng.random(len(lengths))  # random order among equal lengths
+    order = np.lexsort((jitter, lengths))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def training_pairs(
+    seqs: Sequence[np.ndarray], max_len: int, pad: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-item targets (B, L) from the last max_len + 1 items; targets padded -100."""
+    windows = [s[-(max_len + 1) :] for s in seqs]
+    inputs = pad_right([w[:-1] for w in windows], pad)  # (B, L)
+    targets = pad_right([w[1:] for w in windows], -100)  # (B, L)
+    return inputs, targets
+
+
+def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
+    """Linear warmup to 1, then constant or cosine decay to 0 at `total` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class SASRec(Recommender):
+    """SASRec+ recommender: causal Transformer user encoder, tied item embeddings, full CE."""
+
+    name = "sasrec"
+    Config: ClassVar[type[SASRecConfig]] = SASRecConfig
+
+    def __init__(self, num_items: int, config: SASRecConfig | None = None) -> None:
+        self.config = config or SASRecConfig()
+        self._num_items = num_items
+        torch.manual_seed(self.config.seed)
+        self.net = SASRecNet(self.config, num_items)
+        self.net.eval()
+
+    @property
+    def num_items(self) -> int:
+        return self._num_items
+
+    # ---- training -------------------------------------------------------------------------
+
+    def fit(self, train: Sequence[np.ndarray], valid: EvalSet | None = None) -> dict[str, Any]:
+        """Train on per-user chronological item arrays, early-stopping on validation NDCG@10."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            return self._train_loop([np.asarray(s, dtype=np.int64) for s in train], valid, rng)
+        finally:
+            torch.set_num_threads(threads)
+            self.net.eval()
+
+    def _train_loop(
+        self, train: list[np.ndarray], valid: EvalSet | None, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """Epoch loop with periodic validation, patience, a time budget and best-state restore."""
+        cfg = self.config
+        train = [s for s in train if len(s) >= 2]  # a pair (input, next item) needs two items
+        lengths = np.array([min(len(s) - 1, cfg.max_len) for s in train])
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        optimizer = self._optimizer()
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, warmup, cfg.epochs * steps_per_epoch, cfg.cosine)
+        )
+        start = time.perf_counter()
+        best: dict[str, Any] = {"ndcg@10": -1.0, "epoch": 0, "seconds": 0.0}
+        best_state = copy.deepcopy(self.net.state_dict())
+        history: list[dict[str, float]] = []
+        bar = tqdm(range(1, cfg.epochs + 1), desc="sasrec", disable=not cfg.progress)
+        for epoch in bar:
+            loss = self._train_epoch(train, lengths, optimizer, schedule, rng)
+            record = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start}
+            if valid is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                record.update(self._validate(valid))
+                if record["ndcg@10"] > best["ndcg@10"]:
+                    best = dict(record)
+                    best_state = copy.deepcopy(self.net.state_dict())
+            history.append(record)
+            bar.set_postfix(
+                loss=f"{loss:.3f}",
+                ndcg10=f"{record.get('ndcg@10', float('nan')):.4f}",
+                best=f"{best['ndcg@10']:.4f}",
+            )
+            if self._should_stop(epoch, best, record["seconds"]):
+                break
+        if valid is None:
+            best, best_state = dict(history[-1]), self.net.state_dict()
+        self.net.load_state_dict(best_state)
+        with torch.no_grad():
+            self.net.empty_user.copy_(self.user_vectors(train).mean(0))
+        seconds = time.perf_counter() - start
+        return {
+            "epochs": len(history),
+            "best_epoch": best["epoch"],
+            "best": best,
+            "seconds": seconds,
+            "seconds_to_best": best["seconds"],
+            "history": history,
+        }
+
+    def _should_stop(self, epoch: int, best: dict[str, Any], seconds: float) -> bool:
+        """Patience on validations since the best one, or the time budget is spent."""
+        cfg = self.config
+        stale = (epoch - best["epoch"]) // cfg.eval_every if best["epoch"] else 0
+        out_of_time = cfg.max_seconds is not None and seconds >= cfg.max_seconds
+        return stale >= cfg.patience or out_of_time
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW; weight decay on matrices except the item table, none on norms and biases."""
+        decay = [p for n, p in self.net.named_parameters() if p.dim() == 2 and "emb" not in n]
+        rest = [p for n, p in self.net.named_parameters() if p.dim() != 2 or "emb" in n]
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.98))
+
+    def _train_epoch(
+        self,
+        train: list[np.ndarray],
+        lengths: np.ndarray,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        rng: np.random.Generator,
+    ) -> float:
+        """One pass over all users in length-bucketed batches; returns the mean loss."""
+        self.net.train()
+        total, count = 0.0, 0
+        for batch in length_batches(lengths, self.config.batch_size, rng):
+            inputs, targets = training_pairs(
+                [train[i] for i in batch], self.config.max_len, self.net.pad
+            )
+            loss = self._loss(inputs, targets, rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total, count = total + loss.item(), count + 1
+        self.net.eval()
+        return total / max(count, 1)
+
+    def _loss(
+        self, inputs: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
+    ) -> torch.Tensor:
+        """Next-item cross-entropy at the non-padded positions only."""
+        hidden = self.net(inputs)  # (B, L, D)
+        keep = targets >= 0  # (B, L)
+        states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
+        items = self.net.items()  # (I, D)
+        if self.config.loss == "ce":
+            return LinearCrossEntropy.apply(states, items, labels)
+        negatives = torch.from_numpy(rng.integers(0, self.num_items, self.config.n_negatives))
+        positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)
+        negative = states @ items[negatives].T  # (N, K)
+        negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
+        logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
+        return F.cross_entropy(logits, torch.zeros_like(labels))
+
+    def _validate(self, valid: EvalSet) -> dict[str, float]:
+        """Full-ranking validation metrics via the shared evaluator."""
+        return {
+            k: float(v)
+            for k, v in evaluate(self, valid, ks=(10, 20)).items()
+            if isinstance(v, int | float)
+        }
+
+    # ---- inference ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def user_vectors(self, histories: Sequence[History], batch_size: int = 256) -> torch.Tensor:
+        """Encode the last max_len items of each history; the state at its last item: (B, D)."""
+        seqs = [self._window(h) for h in histories]
+        out = torch.empty(len(seqs), self.config.hidden)
+        order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths together
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            out[torch.from_numpy(rows)] = self._encode_last([seqs[r] for r in rows])
+        return out
+
+    def _window(self, history: History) -> np.ndarray:
+        """The last max_len items of a history as int64, checked to be valid item indices."""
+        items = np.asarray(history, dtype=np.int64)[-self.config.max_len :]
+        if items.size and (items.min() < 0 or items.max() >= self.num_items):
+            raise ValueError(f"item indices must lie in [0, {self.num_items})")
+        return items
+
+    def _encode_last(self, seqs: list[np.ndarray]) -> torch.Tensor:
+        """Last-position states (B, D); empty histories get the mean training user vector."""
+        lengths = torch.tensor([len(s) for s in seqs])  # (B,)
+        hidden = self.net(pad_right(seqs, self.net.pad))  # (B, L, D)
+        last = hidden[torch.arange(len(seqs)), (lengths - 1).clamp(min=0)]  # (B, D)
+        return torch.where((lengths > 0)[:, None], last, self.net.empty_user)
+
+    @torch.inference_mode()
+    def item_vectors(self) -> torch.Tensor:
+        """The tied item embedding table without the padding row: (I, D) contiguous float32."""
+        return self.net.items().detach().float().contiguous()
+
+    # ---- persistence ----------------------------------------------------------------------
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"num_items": self.num_items, **asdict(self.config)}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone().contiguous() for k, v in self.net.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SASRec:
+        known = {f.name for f in fields(SASRecConfig)}
+        model = cls(
+            int(config["num_items"]),
+            SASRecConfig(**{k: v for k, v in config.items() if k in known}),
+        )
+        model.net.load_state_dict(tensors)
+        return model
