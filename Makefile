@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 run: $(STAMP)  ## the service on the embedded default (SQLite + in-process cache)
 	$(BIN)/recsys db upgrade
-	$(BIN)/recsys serve --host $(HOST) --port $(PORT)
+	RECSYS_DEMO_MODELS=$${RECSYS_DEMO_MODELS:-1} $(BIN)/recsys serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)  ## the whole suite (needs Postgres and Redis: see .ci/run)
 	$(BIN)/pytest -q

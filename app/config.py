@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     user_vector_ttl_s: int = Field(default=3600, ge=1)
     cache_timeout_s: float = Field(default=0.25, gt=0)
     local_cache_size: int = Field(default=100_000, ge=1)
+    # The experiment that routes /recommend calls naming no model (when it exists and runs).
+    experiment: str = "default"
+    # Model that serves when no experiment applies; unset: sasrec, mf, ease, popularity in turn.
+    default_model: str | None = None
+    # Events without a recommendation_id count for an exposure of the same user and item
+    # shown at most this long before them.
+    attribution_window_s: int = Field(default=1800, ge=0)
+    conversion_types: tuple[str, ...] = ("purchase",)
+    # How often each replica re-reads models on disk, experiments, popular and inactive items.
+    refresh_interval_s: float = Field(default=10.0, gt=0)
+    # Train small demo checkpoints at startup when the model directory is empty (make run).
+    demo_models: bool = False
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -16,10 +16,11 @@ from pydantic import TypeAdapter
 from sqlalchemy import exc as sa_exc
 from starlette.requests import ClientDisconnect
 
-from app.api import events, health, items
+from app.api import compare, events, experiments, health, items, models, recommend, users
 from app.cache import make_cache
 from app.config import Settings, get_settings
 from app.db.session import make_engine, make_sessionmaker
+from app.lifecycle import serving
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.schemas import EVENT_BATCH
 
@@ -58,7 +59,12 @@ def _lifespan(settings: Settings) -> Any:
             },
         )
         try:
-            yield
+            async with serving(
+                settings, app.state.sessionmaker, app.state.cache, app.state.metrics
+            ) as services:
+                app.state.services = services
+                app.state.registry = services.registry
+                yield
         finally:
             await app.state.cache.close()
             await engine.dispose()
@@ -123,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ClientDisconnect, _client_gone)
     for error_type in DATABASE_DOWN:
         app.add_exception_handler(error_type, _database_down)
-    for module in (events, items, health):
+    for module in (events, items, recommend, compare, models, experiments, users, health):
         app.include_router(module.router)
     _document_models(app, EventBatch=EVENT_BATCH)
     return app

@@ -43,6 +43,25 @@ class Metrics:
         self.events_rejected = Counter(
             "recsys_events_rejected", "Event batches rejected", ["reason"], registry=r
         )
+        self.recommend_latency = Histogram(
+            "recsys_recommend_seconds",
+            "Recommendation latency",
+            ["model", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "recsys_cache_lookups", "User-vector cache lookups", ["result"], registry=r
+        )
+        self.fallbacks = Counter(
+            "recsys_fallbacks", "Answers from popularity instead of a model", ["reason"], registry=r
+        )
+        self.exposures = Counter(
+            "recsys_exposures", "Recommendation lists served", ["model", "variant"], registry=r
+        )
+        self.exposures_dropped = Counter(
+            "recsys_exposures_dropped", "Exposures not logged (queue full or DB error)", registry=r
+        )
         self.cache_errors = Counter(
             "recsys_cache_errors", "Cache operations that failed", ["operation"], registry=r
         )

@@ -108,3 +108,54 @@ class Readiness(BaseModel):
     database: str
     cache: str
     models: dict[str, Any]
+
+
+class ScoredItem(BaseModel):
+    """One recommended item."""
+
+    item_id: str
+    score: float
+
+
+class Recommendation(BaseModel):
+    """A top-k list for one user from one model version."""
+
+    user_id: str
+    model: str
+    model_version: str | None
+    variant: str | None = Field(description="experiment arm, 'override', or null")
+    experiment: str | None = None
+    recommendation_id: str
+    fallback: str | None = Field(default=None, description="why popularity answered, if it did")
+    items: list[ScoredItem]
+
+
+class RecommendBody(StrictModel):
+    """POST /recommend: the GET parameters as JSON, plus a history for anonymous sessions."""
+
+    user_id: Id
+    k: int = Field(default=10, ge=1, le=1000)
+    model: str | None = None
+    experiment: str | None = None
+    exclude: list[Id] = Field(default_factory=list, max_length=10_000)
+    history: list[Id] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="recent item ids, oldest first; replaces the stored history",
+    )
+
+
+class ArmIn(StrictModel):
+    """One experiment arm."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    model: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    weight: float = Field(gt=0)
+
+
+class ExperimentIn(StrictModel):
+    """Arms with weights, a salt for sticky assignment (default: the name), a status."""
+
+    arms: list[ArmIn] = Field(min_length=1, max_length=20)
+    salt: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    status: Literal["running", "paused", "stopped"] = "running"

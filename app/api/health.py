@@ -36,7 +36,8 @@ async def readyz(request: Request, cache: CacheDep, settings: SettingsDep) -> JS
     cache_state = await cache.status()
     registry = getattr(request.app.state, "registry", None)
     models = registry.describe() if registry is not None else {}
-    overall = "unavailable" if database != "ok" else ("degraded" if cache_state != "ok" else "ok")
+    degraded = cache_state != "ok" or (registry is not None and not registry.models)
+    overall = "unavailable" if database != "ok" else ("degraded" if degraded else "ok")
     body = Readiness(status=overall, database=database, cache=cache_state, models=models)
     return JSONResponse(body.model_dump(), status_code=503 if database != "ok" else 200)
 

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
 from app.db import repo
@@ -13,7 +13,9 @@ router = APIRouter(prefix="/items", tags=["items"])
 
 
 @router.put("", response_model=ItemsUpserted, dependencies=[WriteKey])
-async def put_items(batch: ItemBatch, session: SessionDep, settings: SettingsDep) -> ItemsUpserted:
+async def put_items(
+    batch: ItemBatch, session: SessionDep, settings: SettingsDep, request: Request
+) -> ItemsUpserted:
     """Insert or update catalog items (title, attributes, active)."""
     if len(batch.items) > settings.max_items_per_batch:
         raise RequestValidationError(
@@ -31,6 +33,9 @@ async def put_items(batch: ItemBatch, session: SessionDep, settings: SettingsDep
     latest = {item.item_id: {**item.model_dump(), "updated_at": now} for item in batch.items}
     written = await repo.upsert_items(session=session, items=list(latest.values()))
     await session.commit()
+    services = getattr(request.app.state, "services", None)
+    if services is not None:  # takes effect here at once; other replicas on their next refresh
+        services.catalog.update_items({i: row["active"] for i, row in latest.items()})
     return ItemsUpserted(upserted=written)
 
 

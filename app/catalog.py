@@ -1,0 +1,76 @@
+"""Serving-side catalog state: popular items for fallback and backfill, inactive items to mask."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.tables import Event, Item
+from app.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class Catalog:
+    """Popular item ids and inactive item ids, refreshed from the database in the background."""
+
+    def __init__(self, *, popular_size: int = 2000, recent_events: int = 1_000_000) -> None:
+        self.popular_size, self.recent_events = popular_size, recent_events
+        self.popular: list[str] = []
+        self.inactive: frozenset[str] = frozenset()
+        self._masks: dict[tuple[str, int], torch.Tensor] = {}
+        self._generation = 0
+
+    async def refresh(self, session: AsyncSession) -> None:
+        """Reload popular items (over the most recent events) and the inactive set."""
+        recent = (
+            select(Event.item_id).order_by(Event.id.desc()).limit(self.recent_events).subquery()
+        )
+        counts = (
+            select(recent.c.item_id, func.count().label("n"))
+            .group_by(recent.c.item_id)
+            .order_by(func.count().desc(), recent.c.item_id)
+            .limit(self.popular_size)
+        )
+        popular = [row[0] for row in await session.execute(counts)]
+        inactive = (
+            await session.execute(select(Item.item_id).where(Item.active.is_(False)))
+        ).scalars()
+        self.set_popular(popular)
+        self.set_inactive(frozenset(inactive))
+
+    def set_popular(self, item_ids: list[str]) -> None:
+        """Replace the popular list (most popular first)."""
+        self.popular = item_ids
+
+    def set_inactive(self, item_ids: frozenset[str]) -> None:
+        """Replace the inactive set; per-model masks are rebuilt lazily."""
+        if item_ids != self.inactive:
+            self.inactive, self._masks = item_ids, {}
+            self._generation += 1
+
+    def update_items(self, active: dict[str, bool]) -> None:
+        """Apply a catalog upsert at once in this process (other replicas catch up on refresh)."""
+        inactive = set(self.inactive)
+        for item_id, is_active in active.items():
+            (inactive.discard if is_active else inactive.add)(item_id)
+        self.set_inactive(frozenset(inactive))
+
+    def inactive_indices(self, model: LoadedModel) -> torch.Tensor:
+        """Indices of the model's items that must not be recommended (cached per version)."""
+        key = (model.cache_field, self._generation)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = torch.tensor(model.indices(sorted(self.inactive)), dtype=torch.long)
+            self._masks = {**self._masks, key: mask}
+        return mask
+
+    def backfill(self, chosen: list[str], blocked: Iterable[str], k: int) -> list[str]:
+        """Popular items not chosen and not blocked, to complete a list of k."""
+        skip = set(chosen) | set(blocked) | self.inactive
+        extra = [item for item in self.popular if item not in skip]
+        return extra[: max(0, k - len(chosen))]
