@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.tables import Event, Item
 from app.registry import LoadedModel
@@ -18,7 +18,14 @@ log = logging.getLogger(__name__)
 class Catalog:
     """Popular item ids and inactive item ids, refreshed from the database in the background."""
 
-    def __init__(self, *, popular_size: int = 2000, recent_events: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+        *,
+        popular_size: int = 2000,
+        recent_events: int = 1_000_000,
+    ) -> None:
+        self.sessionmaker = sessionmaker
         self.popular_size, self.recent_events = popular_size, recent_events
         self.popular: list[str] = []
         self.inactive: frozenset[str] = frozenset()
@@ -42,6 +49,12 @@ class Catalog:
         ).scalars()
         self.set_popular(popular)
         self.set_inactive(frozenset(inactive))
+
+    async def refresh_now(self) -> None:
+        """Refresh with the session factory given at start-up."""
+        if self.sessionmaker is not None:
+            async with self.sessionmaker() as session:
+                await self.refresh(session)
 
     def set_popular(self, item_ids: list[str]) -> None:
         """Replace the popular list (most popular first)."""

@@ -33,11 +33,13 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
 
 
 def synthetic_shop(
-    users: int = 300, items: int = 120, length: int = 20, seed: int = 0
+    users: int = 300, items: int = 120, length: int = 16, groups: int = 6, seed: int = 0
 ) -> Interactions:
-    """Users browse one of six item groups in order, so the next item is predictable."""
+    """Users browse one item group in order from a random start, so the next item is
+    predictable; no item repeats within a user (length <= group size)."""
     rng = np.random.default_rng(seed)
-    group = items // 6
+    group = items // groups
+    length = min(length, group)
     rows_u, rows_i, rows_t = [], [], []
     for user in range(users):
         start = rng.integers(items)

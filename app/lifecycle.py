@@ -60,7 +60,7 @@ async def serving(
         registry=ModelRegistry(settings.model_dir, default_model=settings.default_model),
         cache=cache,
         sessionmaker=sessionmaker,
-        catalog=Catalog(),
+        catalog=Catalog(sessionmaker),
         experiments=ExperimentBook(),
         exposures=ExposureLog(sessionmaker, metrics),
         metrics=metrics,
