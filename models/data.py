@@ -62,8 +62,9 @@ class IdMap:
     @classmethod
     def sorted_from(cls, ids: Iterable[Any]) -> IdMap:
         """Map of the unique ids in natural order (numerically when all ids are integers)."""
-        unique = sorted({str(i) for i in ids})
-        return cls(sorted(unique, key=_natural_key(unique)))
+        unique = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, str))
+        names = unique.tolist()
+        return cls(sorted(names, key=_natural_key(names)))
 
     def add(self, raw: Any) -> int:
         """Index of `raw`, appending it if new."""
@@ -85,9 +86,13 @@ class IdMap:
 
     def indices(self, raws: Iterable[Any], default: int | None = None) -> np.ndarray:
         """Indices of many ids as int64; unknown ids raise KeyError unless `default` is given."""
+        values = raws if isinstance(raws, np.ndarray) else np.asarray(list(raws), dtype=str)
+        unique, inverse = np.unique(values.astype(str), return_inverse=True)  # look up each id once
         if default is None:
-            return np.fromiter((self._index[str(r)] for r in raws), dtype=np.int64)
-        return np.fromiter((self._index.get(str(r), default) for r in raws), dtype=np.int64)
+            found = np.array([self._index[u] for u in unique.tolist()], dtype=np.int64)
+        else:
+            found = np.array([self._index.get(u, default) for u in unique.tolist()], dtype=np.int64)
+        return found[inverse.reshape(-1)] if len(values) else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -280,7 +285,23 @@ def _parse_timestamps(raw: Sequence[str]) -> np.ndarray:
         return np.array([int(datetime.fromisoformat(t).timestamp()) for t in raw], dtype=np.int64)
 
 
-def _from_columns(columns: dict[str, list[str]], source: Path) -> Interactions:
+def _split_fields(text: str, delimiter: str, width: int, source: Path) -> np.ndarray:
+    """Delimited text -> (rows, width) str array; plain split when unquoted, else the csv module."""
+    text = text.replace("\r\n", "\n").strip("\n")
+    if not text:
+        return np.zeros((0, width), dtype=str)
+    if '"' in text:
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if r]
+        if any(len(r) != width for r in rows):
+            raise ValueError(f"{source}: rows do not all have {width} fields")
+        return np.asarray(rows, dtype=str)
+    fields = np.asarray(text.replace("\n", delimiter).split(delimiter), dtype=str)
+    if fields.size % width or (text.count("\n") + 1) * width != fields.size:
+        raise ValueError(f"{source}: rows do not all have {width} fields")
+    return fields.reshape(-1, width)
+
+
+def _from_columns(columns: dict[str, Any], source: Path) -> Interactions:
     """Build an Interactions table from string columns named user/item/timestamp/type/value."""
     for required in ("user", "item"):
         if required not in columns:
@@ -302,13 +323,9 @@ def _read_movielens(path: Path, separator: str) -> Interactions:
         text = f.read()
     if separator != "\t":
         text = text.replace(separator, "\t")
-    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
-    users, items, ratings, stamps = (
-        (list(c) for c in zip(*rows, strict=True)) if rows else ([],) * 4
-    )
-    return _from_columns(
-        {"user": users, "item": items, "value": ratings, "timestamp": stamps}, path
-    )
+    table = _split_fields(text, "\t", 4, path)
+    columns = dict(zip(("user", "item", "value", "timestamp"), table.T, strict=True))
+    return _from_columns(columns, path)
 
 
 def _read_header_table(path: Path) -> Interactions:
@@ -319,9 +336,8 @@ def _read_header_table(path: Path) -> Interactions:
         names = [
             _HEADER_ALIASES.get(n.strip().lower()) for n in header.strip("\r\n").split(delimiter)
         ]
-        rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
-    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in names]
-    return _from_columns({n: c for n, c in zip(names, columns, strict=True) if n}, path)
+        table = _split_fields(f.read(), delimiter, len(names), path)
+    return _from_columns({n: c for n, c in zip(names, table.T, strict=True) if n}, path)
 
 
 def load_interactions(path: str | Path) -> Interactions:

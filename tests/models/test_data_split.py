@@ -1,0 +1,182 @@
+"""Loaders, id maps, k-core, leave-one-out, temporal split and the benchmark split reproduction."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.data import IdMap, Interactions, load_interactions, load_split_dir
+from models.split import (
+    build_leave_one_out,
+    kcore_filter,
+    leave_one_out_rows,
+    load_dataset,
+    temporal_split,
+)
+from tests.models.conftest import write_ratings_csv
+
+ROWS = [("1", "10", 5), ("1", "11", 3), ("2", "10", 4)]
+
+
+def _table(rows: list[tuple[str, str, int]]) -> Interactions:
+    users, items, stamps = zip(*rows, strict=True)
+    return Interactions(np.array(users), np.array(items), np.array(stamps, dtype=np.int64))
+
+
+def test_idmap_round_trip_and_lookup() -> None:
+    ids = IdMap(["b", "a", "b", "c"])
+    assert ids.ids == ["b", "a", "c"] and len(ids) == 3 and "a" in ids
+    assert ids.index("c") == 2 and ids.get("zz") == -1
+    assert ids.indices(["a", "x"], default=-1).tolist() == [1, -1]
+    assert IdMap.from_json(ids.to_json()) == ids
+    with pytest.raises(KeyError):
+        ids.index("zz")
+    with pytest.raises(ValueError):
+        IdMap.from_json(["a", "a"])
+
+
+def test_sorted_idmap_is_numeric_for_integer_ids() -> None:
+    assert IdMap.sorted_from(["10", "9", "100"]).ids == ["9", "10", "100"]
+    assert IdMap.sorted_from(["b", "a10", "a9"]).ids == ["a10", "a9", "b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("u.data", "1\t10\t4\t5\n1\t11\t2\t3\n2\t10\t5\t4\n"),
+        ("ratings.dat", "1::10::4::5\n1::11::2::3\n2::10::5::4\n"),
+        ("ratings.csv", "userId,movieId,rating,timestamp\n1,10,4,5\n1,11,2,3\n2,10,5,4\n"),
+        ("events.tsv", "user_id\titem_id\ttimestamp\n1\t10\t5\n1\t11\t3\n2\t10\t4\n"),
+        (
+            "events.csv",
+            "item_id,user_id,timestamp,type,value\n10,1,5,view,1\n11,1,3,buy,2\n10,2,4,view,1\n",
+        ),
+    ],
+)
+@pytest.mark.parametrize("gz", [False, True])
+def test_loaders_read_every_format(tmp_path: Path, name: str, text: str, gz: bool) -> None:
+    path = tmp_path / (name + (".gz" if gz else ""))
+    if gz:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    table = load_interactions(path)
+    assert list(zip(table.user_ids, table.item_ids, table.timestamps.tolist(), strict=True)) == ROWS
+    assert table.timestamps.dtype == np.int64
+    if name == "events.csv":
+        assert table.types is not None and table.types.tolist() == ["view", "buy", "view"]
+        assert table.values is not None and table.values.tolist() == [1.0, 2.0, 1.0]
+
+
+def test_missing_timestamp_column_uses_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id\na,x\na,y\n")
+    assert load_interactions(path).timestamps.tolist() == [0, 1]
+
+
+def test_iso_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,timestamp\na,x,1970-01-01T00:00:10+00:00\n")
+    assert load_interactions(path).timestamps.tolist() == [10]
+
+
+def test_kcore_single_pass_counts_once_on_raw_data() -> None:
+    # user u1 has 2 rows, one on item "rare" (1 row). k=2: "rare" goes; u1 keeps 1 row in a
+    # single pass (counted on raw data), and disappears only with the iterative filter.
+    rows = [("u1", "rare", 1), ("u1", "pop", 2), ("u2", "pop", 3), ("u2", "x", 4), ("u3", "x", 5)]
+    rows += [("u3", "pop", 6)]
+    once = kcore_filter(_table(rows), k=2)
+    assert sorted(zip(once.user_ids, once.item_ids, strict=True)) == [
+        ("u1", "pop"),
+        ("u2", "pop"),
+        ("u2", "x"),
+        ("u3", "pop"),
+        ("u3", "x"),
+    ]
+    full = kcore_filter(_table(rows), k=2, iterative=True)
+    assert "u1" not in full.user_ids.tolist()
+
+
+def test_leave_one_out_is_chronological_with_ties_in_file_order() -> None:
+    rows = [("a", "i3", 30), ("a", "i1", 10), ("b", "i1", 5), ("a", "i2", 20), ("a", "i4", 20)]
+    rows += [("b", "i2", 5), ("b", "i3", 5), ("c", "i1", 1), ("c", "i2", 2)]  # c: too short
+    train, val, test = leave_one_out_rows(_table(rows))
+    assert list(zip(train.user_ids, train.item_ids, strict=True)) == [
+        ("a", "i1"),
+        ("a", "i2"),
+        ("b", "i1"),
+    ]
+    assert val.item_ids.tolist() == ["i4", "i2"] and test.item_ids.tolist() == ["i3", "i3"]
+    assert val.user_ids.tolist() == ["a", "b"]
+
+
+def test_leave_one_out_dataset_protocol_sets() -> None:
+    rows = [("a", "i1", 1), ("a", "i2", 2), ("a", "i3", 3), ("a", "i4", 4), ("b", "i2", 1)]
+    rows += [("b", "i3", 2), ("b", "i1", 3)]
+    data = build_leave_one_out(_table(rows), k=1)
+    assert data.num_users == 2 and data.num_items == 4 and data.num_interactions == 7
+    a = data.user_ids.index("a")
+    assert data.item_ids.ids == ["i1", "i2", "i3", "i4"]
+    assert data.train[a].tolist() == [0, 1] and data.val[a] == 2 and data.test[a] == 3
+    assert data.val_set().histories[a].tolist() == [0, 1]
+    assert data.test_set().histories[a].tolist() == [0, 1, 2]
+    assert data.test_set().targets[a] == 3
+    assert data.item_popularity().tolist() == [1, 2, 0, 0]
+
+
+def test_with_item_ids_drops_unknown_items() -> None:
+    rows = [("a", "i1", 1), ("a", "i2", 2), ("a", "i3", 3), ("a", "i4", 4)]
+    data = build_leave_one_out(_table(rows), k=1)
+    remapped = data.with_item_ids(IdMap(["i4", "i1", "zz"]))
+    assert remapped.train[0].tolist() == [1] and remapped.val[0] == -1 and remapped.test[0] == 0
+    assert remapped.test_set().histories[0].tolist() == [1]
+
+
+def test_temporal_split_uses_a_global_cutoff() -> None:
+    table = _table([("a", "x", t) for t in range(10)])
+    train, test = temporal_split(table, cutoff=7)
+    assert train.timestamps.max() < 7 <= test.timestamps.min() and len(test) == 3
+    train, test = temporal_split(table, test_fraction=0.2)
+    assert len(test) == 2
+
+
+def test_load_dataset_from_raw_file(tmp_path: Path) -> None:
+    data = load_dataset(write_ratings_csv(tmp_path / "ratings.csv"))
+    assert data.num_users == 30 and len(data.val) == 30
+    assert all(len(h) == 10 for h in data.train)
+
+
+def test_load_split_dir_round_trip(tmp_path: Path) -> None:
+    for name, rows in (
+        ("train", "1\t10\t1\n1\t11\t2\n"),
+        ("val", "1\t12\t3\n"),
+        ("test", "1\t10\t4\n"),
+    ):
+        (tmp_path / f"{name}.tsv").write_text("user_id\titem_id\ttimestamp\n" + rows)
+    data = load_split_dir(tmp_path)
+    assert (
+        data.train[0].tolist() == [0, 1] and data.val.tolist() == [2] and data.test.tolist() == [0]
+    )
+
+
+@pytest.mark.dataset
+def test_reproduces_the_benchmark_split_row_for_row(data_dir: Path) -> None:
+    raw_path = data_dir / "ml-1m-subset-cs100" / "ratings.dat.gz"
+    split_dir = data_dir / "ml1m-half-loo"
+    if not raw_path.is_file() or not split_dir.is_dir():
+        pytest.skip("ml-1m-subset-cs100 or ml1m-half-loo not available")
+    filtered = kcore_filter(load_interactions(raw_path), k=5)
+    assert len(filtered) == 486_907
+    ours = leave_one_out_rows(filtered)
+    for table, stem in zip(ours, ("train.tsv.gz", "val.tsv", "test.tsv"), strict=True):
+        given = load_interactions(split_dir / stem)
+        np.testing.assert_array_equal(table.user_ids, given.user_ids)
+        np.testing.assert_array_equal(table.item_ids, given.item_ids)
+        np.testing.assert_array_equal(table.timestamps, given.timestamps)
+    assert [len(t) for t in ours] == [480_909, 2_999, 2_999]
+    built, stored = build_leave_one_out(load_interactions(raw_path)), load_split_dir(split_dir)
+    assert (built.num_users, built.num_items) == (2_999, 3_266)
+    assert built.fingerprint() == stored.fingerprint()
