@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -50,6 +50,7 @@ class SASRecConfig:
     patience: int = 10  # stop after this many validations without a better val NDCG@10
     eval_every: int = 1  # epochs between validations
     loss: str = "ce"  # "ce": softmax over all items; "sampled": over n_negatives + the positive
+    mask_history: bool = False  # "ce" only: leave the items seen so far out of each softmax
     n_negatives: int = 256  # "sampled" only: uniform negatives shared by the whole batch
     max_seconds: float | None = None  # wall-clock budget; training stops, keeping the best state
     seed: int = 0  # seeds init, dropout, shuffling and negative sampling
@@ -161,14 +162,23 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, states: torch.Tensor, items: torch.Tensor, labels: torch.Tensor
+        ctx: Any,
+        states: torch.Tensor,
+        items: torch.Tensor,
+        labels: torch.Tensor,
+        excluded: Callable[[slice], torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """`excluded(rows)`: optional (C, I) bool of items left out of those rows' softmax."""
         grad_states, grad_items = torch.empty_like(states), torch.zeros_like(items)
         total = states.new_zeros(())
         for start in range(0, states.shape[0], CE_CHUNK):
             rows = slice(start, start + CE_CHUNK)
             h, y = states[rows], labels[rows]  # (C, D), (C,)
             probs = h @ items.T  # logits (C, I), turned into softmax - onehot in place
+            if excluded is not None:
+                mask = excluded(rows)  # (C, I)
+                mask[torch.arange(len(y)), y] = False  # never the target itself
+                probs.masked_fill_(mask, float("-inf"))
             peak = probs.amax(dim=1, keepdim=True)  # (C, 1)
             total -= (probs.gather(1, y[:, None]) - peak).sum()
             probs.sub_(peak).exp_()
@@ -184,7 +194,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_states, grad_items = ctx.saved_tensors
-        return grad_states * grad, grad_items * grad, None
+        return grad_states * grad, grad_items * grad, None, None
 
 
 def pad_right(seqs: Sequence[np.ndarray], pad: int) -> torch.Tensor:
@@ -215,6 +225,19 @@ def training_pairs(
     inputs = pad_right([w[:-1] for w in windows], pad)  # (B, L)
     targets = pad_right([w[1:] for w in windows], -100)  # (B, L)
     return inputs, targets
+
+
+def seen_items(
+    inputs: torch.Tensor, keep: torch.Tensor, num_items: int
+) -> Callable[[slice], torch.Tensor]:
+    """For the kept positions in row-major order: rows -> (C, I) bool, item seen at or before."""
+    B, L = inputs.shape
+    first = torch.full((B, num_items + 1), L, dtype=torch.int16)  # (B, I + 1); L: never seen
+    positions = torch.arange(L, dtype=torch.int16).expand(B, L)  # (B, L)
+    first.scatter_reduce_(1, inputs, positions, reduce="amin")
+    first = first[:, :num_items]  # drop the padding column
+    users, at = keep.nonzero(as_tuple=True)  # (N,), (N,)
+    return lambda rows: first[users[rows]] <= at[rows, None].to(torch.int16)
 
 
 def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
@@ -266,65 +289,70 @@ class SASRec(Recommender):
         """Epoch loop with periodic validation, patience, a time budget and best-state restore."""
         cfg = self.config
         train = [s for s in train if len(s) >= 2]  # a pair (input, next item) needs two items
-        lengths = np.array([min(len(s) - 1, cfg.max_len) for s in train])
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        optimizer = self._optimizer()
-        warmup = round(cfg.warmup_epochs * steps_per_epoch)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, warmup, cfg.epochs * steps_per_epoch, cfg.cosine)
-        )
+        lengths = np.array([min(len(s) - 1, cfg.max_len) for s in train], dtype=np.int64)
+        optimizer, schedule = self._optimizer(math.ceil(len(train) / cfg.batch_size))
         start = time.perf_counter()
-        best: dict[str, Any] = {"ndcg@10": -1.0, "epoch": 0, "seconds": 0.0}
+        best: dict[str, float] = {"epoch": 0, "val_ndcg@10": -1.0, "seconds": 0.0}
         best_state = copy.deepcopy(self.net.state_dict())
         history: list[dict[str, float]] = []
-        bar = tqdm(range(1, cfg.epochs + 1), desc="sasrec", disable=not cfg.progress)
-        for epoch in bar:
-            loss = self._train_epoch(train, lengths, optimizer, schedule, rng)
-            record = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start}
-            if valid is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                record.update(self._validate(valid))
-                if record["ndcg@10"] > best["ndcg@10"]:
-                    best = dict(record)
-                    best_state = copy.deepcopy(self.net.state_dict())
-            history.append(record)
-            bar.set_postfix(
-                loss=f"{loss:.3f}",
-                ndcg10=f"{record.get('ndcg@10', float('nan')):.4f}",
-                best=f"{best['ndcg@10']:.4f}",
-            )
-            if self._should_stop(epoch, best, record["seconds"]):
+        own_bar = cfg.progress and self.epoch_callback is None  # models.train draws its own
+        for epoch in tqdm(range(1, cfg.epochs + 1), desc="sasrec", disable=not own_bar):
+            stats = {"epoch": epoch, "epochs": cfg.epochs}
+            stats["loss"] = self._train_epoch(train, lengths, optimizer, schedule, rng)
+            out_of_time = self._out_of_time(time.perf_counter() - start, epoch)
+            last = epoch == cfg.epochs or out_of_time
+            if valid is not None and (epoch % cfg.eval_every == 0 or last):
+                stats.update(self._validate(valid))
+            stats["seconds"] = time.perf_counter() - start
+            history.append(stats)
+            self.log_epoch(**stats)
+            if stats.get("val_ndcg@10", -1.0) > best["val_ndcg@10"]:
+                best, best_state = stats, copy.deepcopy(self.net.state_dict())
+            if out_of_time or (epoch - best["epoch"]) >= cfg.patience * cfg.eval_every:
                 break
         if valid is None:
-            best, best_state = dict(history[-1]), self.net.state_dict()
-        self.net.load_state_dict(best_state)
-        with torch.no_grad():
-            self.net.empty_user.copy_(self.user_vectors(train).mean(0))
-        seconds = time.perf_counter() - start
+            best, best_state = history[-1], self.net.state_dict()
+        self._restore(best_state, train)
         return {
             "epochs": len(history),
-            "best_epoch": best["epoch"],
+            "best_epoch": int(best["epoch"]),
+            "best_val_ndcg@10": best["val_ndcg@10"] if valid is not None else None,
             "best": best,
-            "seconds": seconds,
+            "seconds": time.perf_counter() - start,
             "seconds_to_best": best["seconds"],
             "history": history,
         }
 
-    def _should_stop(self, epoch: int, best: dict[str, Any], seconds: float) -> bool:
-        """Patience on validations since the best one, or the time budget is spent."""
-        cfg = self.config
-        stale = (epoch - best["epoch"]) // cfg.eval_every if best["epoch"] else 0
-        out_of_time = cfg.max_seconds is not None and seconds >= cfg.max_seconds
-        return stale >= cfg.patience or out_of_time
+    def _out_of_time(self, elapsed: float, epochs_done: int) -> bool:
+        """True when another epoch of the average length would overrun `max_seconds`."""
+        budget = self.config.max_seconds
+        return budget is not None and elapsed * (epochs_done + 1) / epochs_done > budget
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        """AdamW; weight decay on matrices except the item table, none on norms and biases."""
+    def _restore(self, state: dict[str, torch.Tensor], train: list[np.ndarray]) -> None:
+        """Load the kept weights and set the empty-history vector to the mean training user."""
+        self.net.load_state_dict(state)
+        self.net.eval()
+        if train:
+            with torch.no_grad():
+                self.net.empty_user.copy_(self.user_vectors(train).mean(0))
+
+    def _optimizer(
+        self, steps_per_epoch: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """AdamW (decay on weight matrices only) and its warmup/cosine schedule by step."""
+        cfg = self.config
         decay = [p for n, p in self.net.named_parameters() if p.dim() == 2 and "emb" not in n]
         rest = [p for n, p in self.net.named_parameters() if p.dim() != 2 or "emb" in n]
         groups = [
-            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": rest, "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.98))
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+        warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, warmup, total, cfg.cosine)
+        )
+        return optimizer, schedule
 
     def _train_epoch(
         self,
@@ -354,13 +382,17 @@ class SASRec(Recommender):
         self, inputs: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
     ) -> torch.Tensor:
         """Next-item cross-entropy at the non-padded positions only."""
+        cfg = self.config
         hidden = self.net(inputs)  # (B, L, D)
         keep = targets >= 0  # (B, L)
         states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
         items = self.net.items()  # (I, D)
         if self.config.loss == "ce":
-            return LinearCrossEntropy.apply(states, items, labels)
-        negatives = torch.from_numpy(rng.integers(0, self.num_items, self.config.n_negatives))
+            excluded = (
+                seen_items(inputs, keep, self.num_items) if self.config.mask_history else None
+            )
+            return LinearCrossEntropy.apply(states, items, labels, excluded)
+        negatives = torch.from_numpy(rng.integers(0, self.num_items, cfg.n_negatives))
         positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)
         negative = states @ items[negatives].T  # (N, K)
         negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
@@ -368,12 +400,9 @@ class SASRec(Recommender):
         return F.cross_entropy(logits, torch.zeros_like(labels))
 
     def _validate(self, valid: EvalSet) -> dict[str, float]:
-        """Full-ranking validation metrics via the shared evaluator."""
-        return {
-            k: float(v)
-            for k, v in evaluate(self, valid, ks=(10, 20)).items()
-            if isinstance(v, int | float)
-        }
+        """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""
+        metrics = evaluate(self, valid, ks=(10,))
+        return {"val_ndcg@10": metrics["ndcg@10"], "val_hr@10": metrics["hr@10"]}
 
     # ---- inference ------------------------------------------------------------------------
 
