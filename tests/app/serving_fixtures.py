@@ -16,8 +16,15 @@ from models.train import save_trained, train_model
 TEST_MODELS: dict[str, dict[str, Any]] = {
     "popularity": {},
     "mf": {"factors": 16, "iterations": 4},
-    "sasrec": {"max_len": 20, "hidden": 32, "epochs": 15, "patience": 15, "lr": 5e-3,
-               "batch_size": 64, "progress": False},
+    "sasrec": {
+        "max_len": 20,
+        "hidden": 32,
+        "epochs": 15,
+        "patience": 15,
+        "lr": 5e-3,
+        "batch_size": 64,
+        "progress": False,
+    },
 }
 
 
