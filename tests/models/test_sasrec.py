@@ -7,7 +7,15 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from models.sasrec import SASRec, SASRecConfig, length_batches, training_pairs
+import models.sasrec as sasrec
+from models.sasrec import (
+    LinearCrossEntropy,
+    SASRec,
+    SASRecConfig,
+    length_batches,
+    seen_items,
+    training_pairs,
+)
 
 NUM_ITEMS = 30
 
@@ -144,3 +152,47 @@ def test_length_batches_cover_every_user_once() -> None:
     batches = length_batches(lengths, batch_size=3, rng=np.random.default_rng(0))
     assert sorted(np.concatenate(batches).tolist()) == list(range(7))
     assert all(lengths[b].max() - lengths[b].min() <= 4 for b in batches)
+
+
+def test_fused_cross_entropy_matches_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sasrec, "CE_CHUNK", 7)  # several chunks, one of them partial
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randn(30, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(11, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 11, (30,), generator=gen)
+    expected = torch.nn.functional.cross_entropy(states @ items.T, labels)
+    want = torch.autograd.grad(2 * expected, (states, items))
+    loss = LinearCrossEntropy.apply(states, items, labels)
+    got = torch.autograd.grad(2 * loss, (states, items))
+    torch.testing.assert_close(loss, expected)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_history_masked_cross_entropy_leaves_seen_items_out() -> None:
+    inputs = torch.tensor([[1, 2, 3, 9], [4, 1, 9, 9]])  # 9 pads
+    keep = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    excluded = seen_items(inputs, keep, num_items=9)(slice(0, 5))  # (I, C)
+    assert excluded.T.nonzero().tolist() == [
+        [0, 1],
+        [1, 1],
+        [1, 2],
+        [2, 1],
+        [2, 2],
+        [2, 3],
+        [3, 4],
+        [4, 1],
+        [4, 4],
+    ]
+    states = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([2, 3, 1, 1, 2])  # row 2's target (1) was seen: it stays in
+    mask = excluded.T.clone()
+    mask[torch.arange(5), labels] = False
+    logits = (states @ items.T).masked_fill(mask, float("-inf"))
+    expected = torch.nn.functional.cross_entropy(logits, labels)
+    loss = LinearCrossEntropy.apply(states, items, labels, seen_items(inputs, keep, 9))
+    torch.testing.assert_close(loss, expected)
+    got = torch.autograd.grad(loss, (states, items))
+    for g, w in zip(got, torch.autograd.grad(expected, (states, items)), strict=True):
+        torch.testing.assert_close(g, w)
