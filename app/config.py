@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     refresh_interval_s: float = Field(default=10.0, gt=0)
     # Train small demo checkpoints at startup when the model directory is empty (make run).
     demo_models: bool = False
+    # torch intra-op threads in a serving process: scoring ops are small, and one thread per
+    # worker beats threads contending with each other and the event loop. 0 leaves torch's default.
+    torch_threads: int = Field(default=1, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import SafeCache
@@ -51,6 +52,8 @@ async def serving(
     metrics: Metrics,
 ) -> AsyncIterator[Services]:
     """Build the serving services, keep them fresh in the background, shut down cleanly."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     if settings.demo_models:
         from app.demo import ensure_demo
 

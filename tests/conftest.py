@@ -20,6 +20,8 @@ from app.config import Settings
 from app.db.migrate import upgrade
 from app.main import create_app
 
+# Apps built in tests must not change the torch threads of the tests that train models.
+os.environ.setdefault("RECSYS_TORCH_THREADS", "0")
 PG_ADMIN_DSN = os.environ.get("RECSYS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RECSYS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]

@@ -1,0 +1,178 @@
+"""Serving load: /recommend (warm and cold cache, per model) against a trivial endpoint.
+
+A real uvicorn server (one worker) on Postgres and Redis serves checkpoints trained on
+ml1m-half-loo; a load generator in a separate process (bench/loadgen.py) keeps 16 connections
+busy. Run: .venv/bin/python bench/serve.py [--checkpoints DIR] [--seconds 10] [--clients 16]
+--checkpoints: a directory of <model>/ checkpoints (recsys compare writes them under
+<out>/checkpoints); models missing there are trained here (SASRec with a time budget).
+Writes bench/results/serve.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, server, throwaway_postgres, write_result
+from models.data import LeaveOneOut, default_data_dir, load_split_dir
+from models.train import save_trained, train_model
+
+REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+MODELS = ("mf", "sasrec")
+# Only when no trained checkpoint is given: serving speed does not depend on training length.
+FALLBACK_OVERRIDES: dict[str, dict[str, Any]] = {
+    "sasrec": {
+        "max_seconds": float(os.environ.get("RECSYS_BENCH_SASREC_SECONDS", 120)),
+        "progress": False,
+    }
+}
+
+
+def prepare_models(data: LeaveOneOut, source: Path | None, target: Path) -> dict[str, str]:
+    """target/<model>/bench: copied from `source` when there, else trained now."""
+    origin = {}
+    for name in MODELS:
+        given = source / name if source else None
+        if given is not None and (given / "meta.json").is_file():
+            shutil.copytree(given, target / name / "bench")
+            origin[name] = str(given)
+            continue
+        model, report = train_model(name, data, FALLBACK_OVERRIDES.get(name, {}), refit=False)
+        save_trained(model, report, data, target / name / "bench")
+        origin[name] = "trained by bench/serve.py"
+    return origin
+
+
+async def seed_events(dsn: str, data: LeaveOneOut) -> int:
+    """COPY every user's train + val history into the events table."""
+    records = []
+    for user, history in enumerate(data.train_plus_val()):
+        user_id = data.user_ids.ids[user]
+        for step, item in enumerate(history.tolist()):
+            moment = datetime.fromtimestamp(1_600_000_000 + step, UTC)
+            records.append((uuid.uuid4().hex, user_id, data.item_ids.ids[item], "view", moment))
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.copy_records_to_table(
+            "events",
+            records=records,
+            columns=["event_id", "user_id", "item_id", "type", "event_time"],
+        )
+    finally:
+        await connection.close()
+    return len(records)
+
+
+def load(
+    base: str, paths: list[str], args: argparse.Namespace, *, once: bool = False
+) -> dict[str, Any]:
+    """Run the load generator in its own process over `paths`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(paths))
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "loadgen.py"),
+        base,
+        f.name,
+        "--clients",
+        str(args.clients),
+        "--seconds",
+        str(args.seconds),
+    ]
+    done = subprocess.run(
+        command + (["--once"] if once else []), capture_output=True, text=True, check=True
+    )
+    Path(f.name).unlink()
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def flush_prefix(prefix: str) -> None:
+    """Drop every cached key of this run: the next requests are cold."""
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
+    for start in range(0, len(keys), 10_000):
+        client.delete(*keys[start : start + 10_000])
+
+
+def scenarios(base: str, users: list[str], prefix: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Trivial endpoint, then per model: cold (every user once, empty cache) and warm."""
+    results = {"trivial /healthz": load(base, ["/healthz"], args)}
+    for name in MODELS:
+        paths = [f"/recommend?user_id={u}&k=10&model={name}" for u in users]
+        flush_prefix(prefix)
+        results[f"{name} cold"] = load(base, paths, args, once=True)
+        results[f"{name} warm"] = load(base, paths, args)
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Set everything up, measure, return the results."""
+    data = load_split_dir(Path(args.data))
+    prefix = f"recsys-bench-{uuid.uuid4().hex[:8]}:"
+    with tempfile.TemporaryDirectory() as tmp, throwaway_postgres() as dsn:
+        origin = prepare_models(
+            data, Path(args.checkpoints) if args.checkpoints else None, Path(tmp)
+        )
+        events = asyncio.run(seed_events(dsn, data))
+        env = {
+            "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+            "RECSYS_REDIS_URL": REDIS_URL,
+            "RECSYS_REDIS_PREFIX": prefix,
+            "RECSYS_MODEL_DIR": tmp,
+            "RECSYS_LOG_LEVEL": "WARNING",
+        }
+        try:
+            with server(env) as base:
+                results = scenarios(base, data.user_ids.ids, prefix, args)
+        finally:
+            flush_prefix(prefix)
+    trivial = results["trivial /healthz"]["rps"]
+    for result in results.values():
+        result["rps_vs_trivial"] = result["rps"] / trivial
+    return {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "workers": 1,
+        "events": events,
+        "users": len(data.user_ids),
+        "checkpoints": origin,
+        "results": results,
+    }
+
+
+def main() -> None:
+    """Parse arguments, run, print the table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
+    parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    outcome = run(parser.parse_args())
+    print("\n| scenario | requests/s | vs trivial | p50 ms | p95 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in outcome["results"].items():
+        print(
+            f"| {name} | {r['rps']:,.0f} | {r['rps_vs_trivial']:.2f} | {r['p50_ms']:.1f} | "
+            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+        )
+    print(f"wrote {write_result('serve', outcome)}")
+
+
+if __name__ == "__main__":
+    main()
