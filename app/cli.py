@@ -2,11 +2,12 @@
 
 import typer
 
-from app import cli_models, cli_service
+from app import cli_models, cli_ops, cli_service
 
 cli = typer.Typer(help="recsys: recommendation service and model toolkit.", no_args_is_help=True)
 cli_service.register(cli)
 cli_models.register(cli)
+cli_ops.register(cli)
 
 
 def main() -> None:

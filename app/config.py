@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     refresh_interval_s: float = Field(default=10.0, gt=0)
     # Train small demo checkpoints at startup when the model directory is empty (make run).
     demo_models: bool = False
+    # Retraining: models trained by `recsys retrain`, a weight per event type (0 leaves a type
+    # out), users need this many distinct items to count, and the promotion gate's tolerance
+    # (absolute validation NDCG@10 a new version may lose against the active one).
+    retrain_models: tuple[str, ...] = ("mf", "sasrec")
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            t: 1.0 for t in ("view", "click", "add_to_cart", "purchase", "rating")
+        }
+    )
+    retrain_min_events: int = Field(default=3, ge=2)
+    promotion_tolerance: float = Field(default=0.001, ge=0)
+    retrain_seed: int = 0
     # torch intra-op threads in a serving process: scoring ops are small, and one thread per
     # worker beats threads contending with each other and the event loop. 0 leaves torch's default.
     torch_threads: int = Field(default=1, ge=0)

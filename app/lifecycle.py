@@ -18,21 +18,29 @@ from app.experiments import ExperimentBook
 from app.exposures import ExposureLog
 from app.observability import Metrics
 from app.recommend import Services
-from app.registry import ModelRegistry
+from app.registry import ModelRegistry, newest_versions, wanted_versions
 
 log = logging.getLogger(__name__)
 
 
-async def refresh(services: Services, *, models: bool = True) -> None:
-    """Re-read models on disk, popular and inactive items, experiments; failures only log."""
-    if models:
-        await services.registry.reload()
+async def refresh(services: Services) -> None:
+    """Re-read what should serve (model_versions, disk), popular and inactive items, experiments.
+
+    With the database down the current models keep serving; at start-up the newest
+    checkpoints on disk serve until it answers.
+    """
+    wanted = None
     try:
         async with services.sessionmaker() as session:
+            wanted = await wanted_versions(session, services.settings.model_dir)
             await services.catalog.refresh(session)
             await services.experiments.refresh(session)
-    except Exception as error:  # the database may be down: keep serving what we have
+    except Exception as error:  # keep serving what we have
         log.warning("refresh from the database failed: %s", error)
+    if wanted is None and not services.registry.models:
+        wanted = newest_versions(services.settings.model_dir)
+    if wanted is not None:
+        await services.registry.reload(wanted)
 
 
 async def _refresh_forever(services: Services) -> None:

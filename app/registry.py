@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import repo
 from models.base import Recommender
 from models.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
+RETRAIN_SOURCE = "retrain"  # meta.json "source" of checkpoints written by `recsys retrain`
 # When no experiment or `model=` picks one, the first loaded of these serves.
 DEFAULT_ORDER = ("sasrec", "mf", "ease", "popularity")
 
@@ -85,23 +90,49 @@ def load_version(path: Path) -> LoadedModel:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _meta_source(meta_path: Path, mtime_ns: int) -> str | None:
+    """The "source" field of a meta.json (memoised per file version: the scan runs often)."""
+    try:
+        source = json.loads(meta_path.read_text()).get("source")
+    except (OSError, ValueError):
+        return None
+    return source if isinstance(source, str) else None
+
+
+def _disk_servable(version_dir: Path) -> bool:
+    """A complete checkpoint that may be served without a model_versions row."""
+    meta = version_dir / "meta.json"
+    if version_dir.name.startswith(".") or not meta.is_file():
+        return False
+    return _meta_source(meta, meta.stat().st_mtime_ns) != RETRAIN_SOURCE
+
+
 def newest_versions(model_dir: Path) -> dict[str, Path]:
-    """model_dir/<name>/<version>/meta.json: the newest version directory of each model."""
+    """model_dir/<name>/<version>/: the newest servable version directory of each model.
+
+    Checkpoints made by `recsys retrain` are left out: they serve only once promoted, through
+    their model_versions row.
+    """
     found: dict[str, Path] = {}
     if not model_dir.is_dir():
         return found
     for name_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
         versions = sorted(
-            (
-                p
-                for p in name_dir.iterdir()
-                if (p / "meta.json").is_file() and not p.name.startswith(".")
-            ),
+            (p for p in name_dir.iterdir() if p.is_dir() and _disk_servable(p)),
             key=lambda p: (p.stat().st_mtime, p.name),
         )
         if versions:
             found[name_dir.name] = versions[-1]
     return found
+
+
+async def wanted_versions(session: AsyncSession, model_dir: Path) -> dict[str, Path]:
+    """What should serve: each model's active model_versions row, else its newest on disk."""
+    wanted = newest_versions(model_dir)
+    for name, row in (await repo.active_versions(session=session)).items():
+        wanted[name] = Path(row.path)
+    return wanted
 
 
 class ModelRegistry:
@@ -127,9 +158,8 @@ class ModelRegistry:
                 return models[name]
         return next(iter(models.values()), None)
 
-    async def reload(self, wanted: dict[str, Path] | None = None) -> dict[str, Any]:
-        """Load the wanted versions (default: newest on disk); a failing one keeps the old."""
-        wanted = newest_versions(self.model_dir) if wanted is None else wanted
+    async def reload(self, wanted: dict[str, Path]) -> dict[str, Any]:
+        """Load the wanted versions; a version that fails to load keeps the old one serving."""
         current = self.models
         fresh: dict[str, LoadedModel] = {}
         errors: dict[str, str] = {}

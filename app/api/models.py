@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from app.api.recommend import services_of
 from app.deps import AdminKey
+from app.lifecycle import refresh
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -23,5 +24,8 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.post("/reload", dependencies=[AdminKey])
 async def reload_models(request: Request) -> dict[str, Any]:
-    """Load the newest checkpoints now; a failing one is refused and the old one keeps serving."""
-    return await services_of(request).registry.reload()
+    """Load what should serve now (active versions, else newest on disk); a checkpoint that
+    fails to load is refused with the reason and the old version keeps serving."""
+    services = services_of(request)
+    await refresh(services)
+    return services.registry.describe()

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.tables import Event, Item
+from app.db.tables import Event, Item, ModelVersion
 
 # One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
 _PG_INSERT_EVENTS = """
@@ -154,3 +154,51 @@ async def user_history(*, session: AsyncSession, user_id: str, limit: int) -> li
 async def ping(*, session: AsyncSession) -> None:
     """Round trip that also proves the schema is migrated; raises otherwise."""
     await session.execute(text("SELECT version_num FROM alembic_version"))
+
+
+async def stream_events(
+    *, session: AsyncSession, types: Sequence[str], chunk: int = 50_000
+) -> AsyncIterator[Sequence[Any]]:
+    """Every event of the given types in storage order, in chunks (server-side cursor)."""
+    query = (
+        select(Event.user_id, Event.item_id, Event.type, Event.event_time, Event.id)
+        .where(Event.type.in_(list(types)))
+        .order_by(Event.id)
+        .execution_options(yield_per=chunk)
+    )
+    result = await session.stream(query)
+    async for rows in result.partitions(chunk):
+        yield rows
+
+
+async def add_model_version(*, session: AsyncSession, row: ModelVersion) -> ModelVersion:
+    """Register a version (its files are already complete on disk)."""
+    session.add(row)
+    await session.commit()
+    return row
+
+
+async def model_versions(*, session: AsyncSession, name: str | None = None) -> list[ModelVersion]:
+    """Registered versions, newest first."""
+    query = select(ModelVersion).order_by(ModelVersion.id.desc())
+    if name is not None:
+        query = query.where(ModelVersion.model_name == name)
+    return list((await session.execute(query)).scalars())
+
+
+async def active_versions(*, session: AsyncSession) -> dict[str, ModelVersion]:
+    """The active version of each model that has one."""
+    query = select(ModelVersion).where(ModelVersion.status == "active")
+    return {row.model_name: row for row in (await session.execute(query)).scalars()}
+
+
+async def activate_version(*, session: AsyncSession, version: ModelVersion) -> None:
+    """Make `version` the only active version of its model, in one transaction."""
+    now = datetime.now(UTC)
+    await session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.model_name == version.model_name, ModelVersion.status == "active")
+        .values(status="retired")
+    )
+    version.status, version.promoted_at, version.reason = "active", now, version.reason
+    await session.commit()
