@@ -17,7 +17,15 @@ from models.split import load_dataset
 from models.zoo import build_model
 
 RESULTS = Path(__file__).parent / "results"
-KEYS = ("factors", "unobserved_weight", "regularization", "reg_exponent", "iterations")
+KEYS = (
+    "factors",
+    "unobserved_weight",
+    "regularization",
+    "reg_exponent",
+    "recency_boost",
+    "recency_halflife",
+    "iterations",
+)
 
 
 def run_grid(grid: dict[str, list[str]], tag: str, data_path: str) -> None:

@@ -104,7 +104,7 @@ def _evaluate(
     if item_popularity is None:
         item_popularity = _history_popularity(data.histories, num_items)
     acc = _Accumulator(num_items, ks, item_popularity)
-    targets = torch.as_tensor(np.asarray(data.targets), dtype=torch.long)
+    targets = torch.as_tensor(np.ascontiguousarray(data.targets), dtype=torch.long)
     for lo in range(0, len(data), batch_size):
         hi = min(lo + batch_size, len(data))
         scores = score_batch(lo, hi).detach().to(torch.float32).clone()  # (B, I)

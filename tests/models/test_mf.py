@@ -1,0 +1,76 @@
+"""iALS specifics: recency weights, exact solves (monotone objective), fold-in = training step."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import EvalSet
+from models.mf import IALSConfig, ImplicitALS, _solve_side, history_matrix, recency_weights
+from tests.models.conftest import random_loo
+
+
+def test_recency_weights_halve_every_halflife() -> None:
+    cfg = IALSConfig(recency_boost=1.0, recency_halflife=1.0)
+    np.testing.assert_allclose(recency_weights(np.array([3, 1]), cfg), [1.25, 1.5, 2.0, 2.0])
+    assert np.all(recency_weights(np.array([4]), IALSConfig(recency_boost=0.0)) == 1.0)
+
+
+def test_repeated_item_keeps_its_most_recent_weight() -> None:
+    cfg = IALSConfig(recency_boost=1.0, recency_halflife=1.0)
+    matrix = history_matrix([np.array([2, 5, 2]), np.array([], np.int64)], 6, cfg)
+    assert matrix.indptr.tolist() == [0, 2, 2]
+    assert matrix.indices.tolist() == [2, 5] and matrix.weights.tolist() == [2.0, 1.5]
+    transposed = matrix.transpose()
+    assert transposed.indptr.tolist() == [0, 0, 0, 1, 1, 1, 2] and transposed.indices.tolist() == [
+        0,
+        0,
+    ]
+
+
+def test_out_of_range_items_are_rejected() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        ImplicitALS(5, IALSConfig(factors=2)).user_vectors([np.array([7])])
+
+
+@pytest.mark.parametrize("boost", [0.0, 5.0])
+def test_objective_decreases_every_epoch(boost: float) -> None:
+    data = random_loo()
+    model = ImplicitALS(data.num_items, IALSConfig(factors=6, iterations=6, recency_boost=boost))
+    losses = [h["loss"] for h in model.fit(data.train)["history"]]
+    assert all(later <= earlier * (1 + 1e-5) for earlier, later in itertools.pairwise(losses))
+
+
+def test_fold_in_equals_the_training_user_step() -> None:
+    data = random_loo()
+    cfg = IALSConfig(factors=6, iterations=3, recency_boost=3.0, patience=10)
+    model = ImplicitALS(data.num_items, cfg)
+    model.fit(data.train)
+    problem = model._problem(data.train)
+    trained_users = _solve_side(
+        problem.user_plan, model.item_factors, problem.user_reg, cfg.unobserved_weight
+    )
+    torch.testing.assert_close(model.user_vectors(data.train), trained_users, rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_keeps_the_best_epoch() -> None:
+    data = random_loo()
+    model = ImplicitALS(data.num_items, IALSConfig(factors=6, iterations=6, patience=1))
+    report = model.fit(data.train, EvalSet(data.train, data.val))
+    curve = [h["val_ndcg@10"] for h in report["history"]]
+    assert report["best_val_ndcg@10"] == max(curve) == curve[report["best_epoch"] - 1]
+
+
+def test_validation_via_fold_in_matches_the_aligned_shortcut() -> None:
+    data = random_loo()
+    aligned = EvalSet(data.train, data.val)
+    shuffled = EvalSet(data.train[::-1], data.val[::-1])  # not row-aligned: forces fold-in
+    reports = [
+        ImplicitALS(data.num_items, IALSConfig(factors=6, iterations=3)).fit(data.train, valid)
+        for valid in (aligned, shuffled)
+    ]
+    first, second = ([h["val_ndcg@10"] for h in r["history"]] for r in reports)
+    assert first == pytest.approx(second, abs=1e-6)
