@@ -31,6 +31,11 @@ def test_dependency_order() -> None:
     assert api["postgres"]["condition"] == "service_healthy"
     assert api["redis"]["condition"] == "service_healthy"
     assert services["migrate"]["command"] == ["recsys", "db", "upgrade"]
+    trainer = services["trainer"]
+    assert trainer["command"][:2] == ["recsys", "retrain"] and "--every" in trainer["command"]
+    assert trainer["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # The trainer writes checkpoints where the api reads them.
+    assert set(trainer["volumes"]) == set(services["api"]["volumes"])
 
 
 def test_api_points_at_postgres_and_redis() -> None:

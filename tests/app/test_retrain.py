@@ -1,0 +1,216 @@
+"""Retraining end to end: events in over HTTP, retrain, the gate, crash safety, replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from array import array
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from app.config import Settings
+from app.db import repo
+from app.demo import synthetic_shop
+from app.retrain import EventData, gate, holdout_split, retrain
+from tests.app.test_cli import RECSYS, clean_env, wait_for
+from tests.conftest import free_port, running_app
+
+FAST = {"mf": {"factors": 16, "iterations": 6}}
+
+
+async def post_shop(client: httpx.AsyncClient, users: int = 150) -> None:
+    """The generated shop's events, posted over HTTP in batches."""
+    shop = synthetic_shop(users=users, items=60, length=12, groups=3)
+    events = [
+        {
+            "event_id": f"shop-{n}",
+            "user_id": str(u),
+            "item_id": str(i),
+            "type": "view",
+            "timestamp": int(t),
+        }
+        for n, (u, i, t) in enumerate(
+            zip(shop.user_ids, shop.item_ids, shop.timestamps, strict=True)
+        )
+    ]
+    for start in range(0, len(events), 1000):
+        response = await client.post("/events", json={"events": events[start : start + 1000]})
+        assert response.status_code == 200, response.text
+
+
+def event_data(rows: list[tuple[str, str, int]]) -> EventData:
+    """EventData from (user, item, time) rows."""
+    data = EventData()
+    for user, item, moment in rows:
+        for ids, column, value in (
+            (data.user_ids, data.users, user),
+            (data.item_ids, data.items, item),
+        ):
+            if value not in ids:
+                ids.append(value)
+            column.append(ids.index(value))
+        data.times.append(moment)
+    return data
+
+
+def test_holdout_split_orders_dedupes_and_filters() -> None:
+    data = event_data(
+        [("a", "x", 3), ("a", "y", 1), ("a", "x", 5), ("a", "z", 4), ("b", "x", 1), ("b", "y", 2)]
+    )  # b has 2 distinct items: left out
+    split = holdout_split(data, min_events=3)
+    assert split.user_ids.ids == ["a"]
+    items = split.item_ids.ids
+    assert [items[i] for i in split.train[0]] == ["y", "x"] and items[split.val[0]] == "z"
+    assert isinstance(data.users, array) and np.array_equal(split.test, split.val)
+
+
+def test_gate() -> None:
+    assert gate({"ndcg@10": 0.1}, None, 0.0)[0]
+    assert gate({"ndcg@10": 0.1}, {"ndcg@10": 0.1005}, 0.001)[0]
+    promoted, reason = gate({"ndcg@10": 0.05}, {"ndcg@10": 0.1}, 0.001)
+    assert not promoted and "0.0500" in reason and "0.1000" in reason
+
+
+@pytest.fixture
+def pg_settings(pg_database: str, redis_prefix: str, tmp_path: Path) -> Settings:
+    """Postgres + Redis settings with an empty model directory and a clean database."""
+    from tests.conftest import REDIS_URL, _truncate
+
+    asyncio.run(_truncate(pg_database))
+    return Settings(
+        database_url=pg_database,
+        redis_url=REDIS_URL,
+        model_dir=tmp_path / "models",
+        redis_prefix=f"{redis_prefix}{uuid.uuid4().hex[:6]}:",
+        log_level="WARNING",
+        refresh_interval_s=3600,
+    )
+
+
+async def test_retrain_promotes_serves_and_gates(pg_settings: Settings) -> None:
+    async with running_app(pg_settings) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        await post_shop(client)
+        (first,) = await retrain(pg_settings, services.sessionmaker, ["mf"], FAST)
+        assert first.status == "active" and first.val["ndcg@10"] > 0.2
+        await client.post("/models/reload")
+        served = {m["name"]: m["version"] for m in (await client.get("/models")).json()["models"]}
+        assert served == {"mf": first.version}
+        body = (await client.get("/recommend", params={"user_id": "user-3", "model": "mf"})).json()
+        assert body["model_version"] == first.version and body["fallback"] is None
+        # One iteration of a one-factor model is worse: registered, not promoted.
+        (worse,) = await retrain(
+            pg_settings, services.sessionmaker, ["mf"], {"mf": {"factors": 1, "iterations": 1}}
+        )
+        assert worse.status == "candidate" and "kept as candidate" in worse.reason
+        assert worse.active_val == pytest.approx(first.val, abs=1e-6)  # same slice, same data
+        await client.post("/models/reload")
+        body = (await client.get("/recommend", params={"user_id": "user-3", "model": "mf"})).json()
+        assert body["model_version"] == first.version
+        async with services.sessionmaker() as session:
+            rows = {r.version: r for r in await repo.model_versions(session=session)}
+        assert (rows[first.version].status, rows[worse.version].status) == ("active", "candidate")
+        assert rows[first.version].event_count == 150 * 12
+
+
+def run_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a subprocess needs to work on the same deployment."""
+    return clean_env(
+        RECSYS_DATABASE_URL=settings.database_url,
+        RECSYS_REDIS_URL=str(settings.redis_url),
+        RECSYS_REDIS_PREFIX=settings.redis_prefix,
+        RECSYS_MODEL_DIR=str(settings.model_dir),
+        RECSYS_LOG_LEVEL="WARNING",
+        **extra,
+    )
+
+
+async def test_killed_retrain_leaves_serving_intact(pg_settings: Settings) -> None:
+    async with running_app(pg_settings) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        await post_shop(client)
+        (first,) = await retrain(pg_settings, services.sessionmaker, ["mf"], FAST)
+        process = subprocess.Popen(
+            [
+                RECSYS,
+                "retrain",
+                "--models",
+                "mf,sasrec",
+                "--set",
+                "sasrec.epochs=10000",
+                "--set",
+                "sasrec.patience=10000",
+            ],
+            env=run_env(pg_settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        await asyncio.sleep(6)  # well into training
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        await client.post("/models/reload")
+        async with services.sessionmaker() as session:
+            rows = await repo.model_versions(session=session)
+        # mf may have finished and been registered before the kill; sasrec never was.
+        assert {r.model_name for r in rows} == {"mf"}
+        assert all(r.status in ("active", "candidate", "retired") for r in rows)
+        models = (await client.get("/models")).json()["models"]
+        assert [m["name"] for m in models] == ["mf"]
+        body = (await client.get("/recommend", params={"user_id": "user-3", "model": "mf"})).json()
+        assert body["model_version"] in {r.version for r in rows if r.status == "active"}
+        assert len(body["items"]) == 10
+
+
+async def test_two_replicas_switch_to_the_promoted_version(pg_settings: Settings) -> None:
+    async with running_app(pg_settings) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        await post_shop(client)
+        (first,) = await retrain(pg_settings, services.sessionmaker, ["mf"], FAST)
+        ports = [free_port(), free_port()]
+        env = run_env(pg_settings, RECSYS_REFRESH_INTERVAL_S="0.5")
+        servers = [
+            subprocess.Popen(
+                [RECSYS, "serve", "--port", str(p)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for p in ports
+        ]
+        try:
+            for port, server in zip(ports, servers, strict=True):
+                wait_for(f"http://127.0.0.1:{port}/healthz", server)
+            assert versions_served(ports) == [first.version, first.version]
+            (second,) = await retrain(
+                pg_settings,
+                services.sessionmaker,
+                ["mf"],
+                {"mf": {"factors": 16, "iterations": 6, "seed": 1}},
+            )
+            assert second.status == "active"
+            deadline = time.monotonic() + 20
+            while versions_served(ports) != [second.version] * 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert versions_served(ports) == [second.version, second.version]
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=20)
+
+
+def versions_served(ports: list[int]) -> list[Any]:
+    """The mf version each replica answers /recommend with."""
+    return [
+        httpx.get(f"http://127.0.0.1:{p}/recommend", params={"user_id": "user-3", "model": "mf"})
+        .json()
+        .get("model_version")
+        for p in ports
+    ]
