@@ -25,6 +25,7 @@ test: $(STAMP)  ## the whole suite (needs Postgres and Redis: see .ci/run)
 bench: $(STAMP)  ## benchmarks; results land in bench/results/
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/e2e.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

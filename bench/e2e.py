@@ -1,0 +1,161 @@
+"""The whole pipeline on ml1m-half-loo: events over HTTP -> retrain -> /recommend -> test metrics.
+
+Posts train + val as events to a real server on Postgres and Redis, runs `recsys retrain`,
+then asks /recommend for every user and scores the answers against test.tsv (HR@10, NDCG@10),
+to set beside the offline `recsys compare` numbers.
+Run: .venv/bin/python bench/e2e.py [--models mf,sasrec] [--set sasrec.max_seconds=600]
+Writes bench/results/e2e.json and prints a table with the wall time of each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import server, throwaway_postgres, write_result
+from models.data import default_data_dir, load_split_dir
+
+REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def events(data: Any) -> list[dict[str, Any]]:
+    """Train then val rows as rating events, each user's in time order (val is the latest)."""
+    rows = []
+    for user, history in enumerate(data.train_plus_val()):
+        user_id = data.user_ids.ids[user]
+        for step, item in enumerate(history.tolist()):
+            rows.append(
+                {
+                    "event_id": f"{user_id}-{step}",
+                    "user_id": user_id,
+                    "item_id": data.item_ids.ids[item],
+                    "type": "rating",
+                    "timestamp": 1_500_000_000 + step,
+                }
+            )
+    return rows
+
+
+async def post_all(base: str, rows: list[dict[str, Any]], clients: int = 4) -> None:
+    """POST the events in batches of 1,000 from several clients."""
+    bodies = [orjson.dumps({"events": rows[i : i + 1000]}) for i in range(0, len(rows), 1000)]
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+
+        async def worker(mine: list[bytes]) -> None:
+            for body in mine:
+                response = await client.post(
+                    "/events", content=body, headers={"content-type": "application/json"}
+                )
+                response.raise_for_status()
+
+        await asyncio.gather(*(worker(bodies[n::clients]) for n in range(clients)))
+
+
+async def ask_all(base: str, users: list[str], model: str, k: int = 10) -> dict[str, list[str]]:
+    """Every user's top-k from `model`, 8 requests in flight."""
+    answers: dict[str, list[str]] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+
+        async def worker(mine: list[str]) -> None:
+            for user in mine:
+                body = (
+                    await client.get("/recommend", params={"user_id": user, "k": k, "model": model})
+                ).json()
+                answers[user] = [item["item_id"] for item in body["items"]]
+
+        await asyncio.gather(*(worker(users[n::8]) for n in range(8)))
+    return answers
+
+
+def score(answers: dict[str, list[str]], targets: dict[str, str]) -> dict[str, float]:
+    """HR@10 and NDCG@10 over every test user."""
+    hits, gains = 0, 0.0
+    for user, target in targets.items():
+        ranked = answers.get(user, [])
+        if target in ranked:
+            hits += 1
+            gains += 1 / math.log2(ranked.index(target) + 2)
+    return {"hr@10": hits / len(targets), "ndcg@10": gains / len(targets)}
+
+
+def run_retrain(env: dict[str, str], models: str, settings: list[str]) -> list[dict[str, Any]]:
+    """`recsys retrain` as operators run it; returns the outcome lines."""
+    command = [str(Path(sys.executable).with_name("recsys")), "retrain", "--models", models]
+    for setting in settings:
+        command += ["--set", setting]
+    done = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage, timed."""
+    data = load_split_dir(Path(args.data))
+    targets = {data.user_ids.ids[u]: data.item_ids.ids[t] for u, t in enumerate(data.test.tolist())}
+    rows = events(data)
+    stages: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as models_dir, throwaway_postgres() as dsn:
+        env = {
+            "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+            "RECSYS_REDIS_URL": REDIS_URL,
+            "RECSYS_MODEL_DIR": models_dir,
+            "RECSYS_REDIS_PREFIX": f"recsys-e2e-{uuid.uuid4().hex[:8]}:",
+            "RECSYS_LOG_LEVEL": "WARNING",
+            "RECSYS_REFRESH_INTERVAL_S": "1",
+        }
+        with server(env) as base:
+            started = time.perf_counter()
+            asyncio.run(post_all(base, rows))
+            stages["ingest events over HTTP"] = time.perf_counter() - started
+            started = time.perf_counter()
+            outcomes = run_retrain(env, args.models, args.set)
+            stages["recsys retrain"] = time.perf_counter() - started
+            time.sleep(3)  # the server's poll picks the promoted versions up
+            results = {}
+            for outcome in outcomes:
+                started = time.perf_counter()
+                answers = asyncio.run(ask_all(base, list(targets), outcome["model"]))
+                stages[f"query {outcome['model']} for every user"] = time.perf_counter() - started
+                results[outcome["model"]] = {"test": score(answers, targets), "outcome": outcome}
+    return {"events": len(rows), "users": len(targets), "stages_s": stages, "models": results}
+
+
+def main() -> None:
+    """Parse arguments, run, print, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
+    parser.add_argument("--models", default="mf,sasrec")
+    parser.add_argument("--set", action="append", default=[], help="model.key=value")
+    result = run(parser.parse_args())
+    print("\n| stage | seconds |\n|---|---|")
+    for stage, seconds in result["stages_s"].items():
+        print(f"| {stage} | {seconds:.1f} |")
+    print("\n| model | served test HR@10 | served test NDCG@10 | val NDCG@10 (retrain) | train s |")
+    print("|---|---|---|---|---|")
+    for name, r in result["models"].items():
+        o = r["outcome"]
+        print(
+            f"| {name} | {r['test']['hr@10']:.4f} | {r['test']['ndcg@10']:.4f} | "
+            f"{o['val']['ndcg@10']:.4f} | {o['train_seconds']:.1f} |"
+        )
+    print(f"wrote {write_result('e2e', result)}")
+
+
+if __name__ == "__main__":
+    main()
