@@ -27,9 +27,6 @@ class CacheBackend(Protocol):
     async def set_history(self, user_id: str, items: Sequence[str]) -> None: ...
     async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None: ...
     async def get_vector(self, user_id: str, field: str) -> bytes | None: ...
-    async def get_state(
-        self, user_id: str, field: str
-    ) -> tuple[list[str] | None, bytes | None]: ...
     async def set_vector(self, user_id: str, field: str, data: bytes) -> None: ...
     async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None: ...
     async def close(self) -> None: ...
@@ -63,15 +60,6 @@ class RedisCache:
             pipe.lrange(self._history_key(user_id), 0, -1)
             exists, items = await pipe.execute()
         return [i.decode() for i in items] if exists else None
-
-    async def get_state(self, user_id: str, field: str) -> tuple[list[str] | None, bytes | None]:
-        """History and one model's vector in a single round trip."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.exists(self._history_key(user_id))
-            pipe.lrange(self._history_key(user_id), 0, -1)
-            pipe.hget(self._vector_key(user_id), field)
-            exists, items, vector = await pipe.execute()
-        return ([i.decode() for i in items] if exists else None), vector
 
     async def set_history(self, user_id: str, items: Sequence[str]) -> None:
         """Replace the cached history (an empty one is not cached: it reloads from the database)."""
@@ -142,10 +130,6 @@ class LocalCache:
         if items is not None:
             self.histories.move_to_end(user_id)
         return None if items is None else list(items)
-
-    async def get_state(self, user_id: str, field: str) -> tuple[list[str] | None, bytes | None]:
-        """History and one model's vector."""
-        return await self.get_history(user_id), await self.get_vector(user_id, field)
 
     async def set_history(self, user_id: str, items: Sequence[str]) -> None:
         """Replace the cached history."""
@@ -220,14 +204,6 @@ class SafeCache:
         except Exception as error:
             self._failed("get_history", error)
             return None
-
-    async def get_state(self, user_id: str, field: str) -> tuple[list[str] | None, bytes | None]:
-        """History and vector, each None on a miss; both None on an error."""
-        try:
-            return await self.backend.get_state(user_id, field)
-        except Exception as error:
-            self._failed("get_state", error)
-            return None, None
 
     async def get_vector(self, user_id: str, field: str) -> bytes | None:
         """Vector bytes, or None on a miss or an error."""

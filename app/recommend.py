@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -95,10 +96,36 @@ def choose(ask: Ask, services: Services) -> Choice:
     return Choice(default)
 
 
-async def user_history(ask: Ask, cached: list[str] | None, services: Services) -> list[str]:
+@dataclass(frozen=True)
+class UserState:
+    """What scoring needs about a user for one model version, cached as one blob so a warm
+    request is a single cache read: the user vector and the history items the model knows."""
+
+    vector: torch.Tensor  # (D,) float32
+    seen: np.ndarray  # (n,) int64 item indices, to mask
+
+    def pack(self) -> bytes:
+        """<dim:int32><n:int32><vector float32 x dim><seen int32 x n>."""
+        header = struct.pack("<ii", self.vector.shape[0], len(self.seen))
+        return header + self.vector.numpy().tobytes() + self.seen.astype("<i4").tobytes()
+
+    @classmethod
+    def unpack(cls, blob: bytes, dim: int) -> UserState | None:
+        """The state, or None when the blob does not fit this model (stale or foreign)."""
+        if len(blob) < 8:
+            return None
+        d, n = struct.unpack_from("<ii", blob)
+        if d != dim or len(blob) != 8 + 4 * (d + n):
+            return None
+        vector = torch.from_numpy(np.frombuffer(blob, np.float32, d, 8).copy())
+        return cls(vector, np.frombuffer(blob, "<i4", n, 8 + 4 * d).astype(np.int64))
+
+
+async def user_history(ask: Ask, services: Services) -> list[str]:
     """The caller's history, else the cached list, else the database (then cached)."""
     if ask.history is not None:
         return list(ask.history)
+    cached = await services.cache.get_history(ask.user_id)
     if cached is not None:
         return cached
     async with services.sessionmaker() as session:
@@ -110,35 +137,35 @@ async def user_history(ask: Ask, cached: list[str] | None, services: Services) -
     return history
 
 
-async def user_vector(
-    ask: Ask, model: LoadedModel, indices: list[int], cached: bytes | None, services: Services
-) -> torch.Tensor:
-    """The cached vector of this model version, else computed from the history (then cached)."""
-    metrics = services.metrics
-    if cached is not None and ask.history is None:
-        vector = np.frombuffer(cached, dtype=np.float32)
-        if vector.shape[0] == model.item_vectors.shape[1]:
-            metrics.cache_lookups.labels(result="hit").inc()
-            return torch.from_numpy(vector.copy())
-    metrics.cache_lookups.labels(result="miss").inc()
+async def cached_state(ask: Ask, model: LoadedModel, services: Services) -> UserState | None:
+    """This model version's cached state of the user (never for anonymous histories)."""
+    if ask.history is not None:
+        return None
+    blob = await services.cache.get_vector(ask.user_id, model.cache_field)
+    state = None if blob is None else UserState.unpack(blob, model.item_vectors.shape[1])
+    services.metrics.cache_lookups.labels(result="miss" if state is None else "hit").inc()
+    return state
+
+
+async def build_state(
+    ask: Ask, model: LoadedModel, seen: list[int], services: Services
+) -> UserState:
+    """Encode the history with the model (SASRec's encoder, MF's fold-in), then cache it."""
     with torch.inference_mode():
-        vector_t = model.model.user_vectors([np.asarray(indices, dtype=np.int64)])[0]
-    vector_t = vector_t.to(torch.float32).contiguous()
+        vector = model.model.user_vectors([np.asarray(seen, dtype=np.int64)])[0]
+    state = UserState(vector.to(torch.float32).contiguous(), np.asarray(seen, dtype=np.int64))
     if ask.history is None:
-        await services.cache.run(
-            "set_vector", ask.user_id, model.cache_field, vector_t.numpy().tobytes()
-        )
-    return vector_t
+        await services.cache.run("set_vector", ask.user_id, model.cache_field, state.pack())
+    return state
 
 
 def top_k(
-    model: LoadedModel, vector: torch.Tensor, blocked: list[int], inactive: torch.Tensor, k: int
+    model: LoadedModel, vector: torch.Tensor, blocked: torch.Tensor, inactive: torch.Tensor, k: int
 ) -> list[tuple[str, float]]:
     """One matrix-vector product, masking, torch.topk; -inf entries (masked) are dropped."""
     with torch.inference_mode():
         scores = model.item_vectors @ vector  # (I,)
-        if blocked:
-            scores[torch.tensor(blocked, dtype=torch.long)] = float("-inf")
+        scores[blocked] = float("-inf")
         if inactive.numel():
             scores[inactive] = float("-inf")
         top = torch.topk(scores, k=min(k, scores.shape[0]))
@@ -149,32 +176,35 @@ def top_k(
 async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
     """The model's top-k for the user, backfilled from popularity; popularity for unknown users."""
     started = time.perf_counter()
-    cached_history, cached_vector = (None, None)
-    if ask.history is None:
-        cached_history, cached_vector = await services.cache.get_state(
-            ask.user_id, model.cache_field
-        )
-    history = await user_history(ask, cached_history, services)
-    indices = model.indices(history)
-    blocked_ids = [*history, *ask.exclude]
-    fallback = None
-    if not indices:
-        items: list[tuple[str, float]] = []
-        fallback = "unknown_user" if not history else "no_known_items"
+    history = None
+    state = await cached_state(ask, model, services)
+    if state is None:
+        history = await user_history(ask, services)
+        seen = model.indices(history)
+        state = await build_state(ask, model, seen, services) if seen else None
+    fallback, items = None, []
+    if state is None:
+        fallback = "no_known_items" if history else "unknown_user"
         services.metrics.fallbacks.labels(reason=fallback).inc()
     else:
-        vector = await user_vector(ask, model, indices, cached_vector, services)
-        blocked = indices + model.indices(list(ask.exclude))
-        items = top_k(model, vector, blocked, services.catalog.inactive_indices(model), ask.k)
+        excluded = np.asarray(model.indices(list(ask.exclude)), dtype=np.int64)
+        blocked = torch.from_numpy(np.concatenate([state.seen, excluded]))
+        items = top_k(model, state.vector, blocked, services.catalog.inactive_indices(model), ask.k)
     if len(items) < ask.k:
-        extra = services.catalog.backfill([i for i, _ in items], blocked_ids, ask.k)
-        if extra and items:
-            services.metrics.fallbacks.labels(reason="backfill").inc()
-        floor = min((s for _, s in items), default=0.0)
-        items += [
-            (item, floor - 1.0 - n) for n, item in enumerate(extra)
-        ]  # ranked below the model's
+        history = await user_history(ask, services) if history is None else history
+        items += backfill(items, [*history, *ask.exclude], ask.k, services)
     return Scored(items, fallback, time.perf_counter() - started)
+
+
+def backfill(
+    items: list[tuple[str, float]], blocked: list[str], k: int, services: Services
+) -> list[tuple[str, float]]:
+    """Popular items to complete the list, scored below the model's own."""
+    extra = services.catalog.backfill([i for i, _ in items], blocked, k)
+    if extra and items:
+        services.metrics.fallbacks.labels(reason="backfill").inc()
+    floor = min((s for _, s in items), default=0.0)
+    return [(item, floor - 1.0 - n) for n, item in enumerate(extra)]
 
 
 async def recommend(ask: Ask, services: Services) -> Recommendation:
