@@ -104,7 +104,8 @@ def history_matrix(histories: Sequence[History], num_cols: int, cfg: IALSConfig)
 class _RowPlan:
     """Padded neighbour indices and weights of every row, chunked for batched solves."""
 
-    chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # rows (B,), idx/weight (B, L)
+    # rows (B,), padded neighbour indices (B, L), sqrt of their confidence weights (B, L)
+    chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     counts: torch.Tensor  # (R,) distinct neighbours per row
 
 
@@ -132,13 +133,11 @@ def _plan_rows(matrix: _Sparse, budget: int) -> _RowPlan:
         positions = np.minimum(matrix.indptr[rows][:, None] + offsets, last)
         if len(matrix.indices):
             padded = np.where(valid, matrix.indices[positions], matrix.num_cols)  # (B, L)
-            weights = np.where(valid, matrix.weights[positions], 0.0).astype(np.float32)
+            weights = np.where(valid, matrix.weights[positions], 0.0)
         else:
-            padded, weights = (
-                np.full(valid.shape, matrix.num_cols),
-                np.zeros(valid.shape, np.float32),
-            )
-        chunks.append((torch.from_numpy(rows), torch.from_numpy(padded), torch.from_numpy(weights)))
+            padded, weights = np.full(valid.shape, matrix.num_cols), np.zeros(valid.shape)
+        root_weights = torch.from_numpy(np.sqrt(weights).astype(np.float32))  # 0 on padding
+        chunks.append((torch.from_numpy(rows), torch.from_numpy(padded), root_weights))
     return _RowPlan(chunks=chunks, counts=torch.from_numpy(lengths.astype(np.float32)))
 
 
@@ -151,12 +150,13 @@ def _solve_side(
     base = alpha0 * (fixed.T @ fixed)  # (D, D): alpha0 * Gram of all of the other side
     eye = torch.eye(dim, dtype=fixed.dtype)
     out = fixed.new_zeros(len(plan.counts), dim)  # (R, D)
-    for rows, padded, weights in plan.chunks:
-        gathered = padded_fixed[padded]  # (B, L, D)
-        weighted = gathered * weights[:, :, None]  # (B, L, D): c_ui * h_i
-        system = torch.bmm(weighted.transpose(1, 2), gathered) + base  # (B, D, D)
+    for rows, padded, root_weights in plan.chunks:
+        batch, width = padded.shape
+        gathered = padded_fixed.index_select(0, padded.reshape(-1)).view(batch, width, dim)
+        gathered *= root_weights[:, :, None]  # (B, L, D): sqrt(c_ui) * h_i
+        system = torch.bmm(gathered.transpose(1, 2), gathered) + base  # (B, D, D)
         system += reg[rows][:, None, None] * eye
-        rhs = weighted.sum(dim=1)[:, :, None]  # (B, D, 1): sum of c_ui * h_i (targets are 1)
+        rhs = torch.bmm(gathered.transpose(1, 2), root_weights[:, :, None])  # (B, D, 1): sum c h
         # Batched LU measured ~1.7x faster than batched Cholesky here (both per-matrix LAPACK).
         solved, info = torch.linalg.solve_ex(system, rhs)
         if bool(info.any()):  # singular in float32: redo the chunk in float64
@@ -249,7 +249,9 @@ class ImplicitALS(Recommender):
         best, best_epoch, best_items, history = -1.0, 0, self.item_factors, []
         for epoch in range(1, cfg.iterations + 1):
             users = self._epoch(problem, users)
-            stats = {"epoch": epoch, "epochs": cfg.iterations, "loss": self._loss(users, problem)}
+            stats: dict[str, float] = {"epoch": epoch, "epochs": cfg.iterations}
+            if self.epoch_callback is not None:  # the objective costs ~1/4 of an epoch
+                stats["loss"] = self._loss(users, problem)
             if valid is not None:
                 vectors = users if aligned else self.user_vectors(valid.histories)
                 stats["val_ndcg@10"] = evaluate_vectors(vectors, self.item_factors, valid)[
