@@ -27,7 +27,8 @@ class CompareRow:
     model: str
     val: dict[str, float]
     test: dict[str, float]
-    train_seconds: float
+    train_seconds: float  # wall clock of the validation fit (early stopping included)
+    train_cpu_seconds: float  # its CPU time over all threads: wall >> cpu / threads = contention
     refit_seconds: float | None
     ms_per_user: float  # median latency of recommending top-10 for one user (serving path)
     ms_per_user_batched: float  # the same per user, scoring batches of 256 users
@@ -108,6 +109,7 @@ def compare_models(
                 val=meta["metrics"]["val"],
                 test=meta["metrics"]["test"],
                 train_seconds=meta["train_seconds"],
+                train_cpu_seconds=meta.get("train_cpu_seconds", 0.0),
                 refit_seconds=meta.get("refit_seconds"),
                 ms_per_user=scoring_latency(model, test_histories),
                 ms_per_user_batched=batched_latency(model, test_histories),
@@ -126,6 +128,7 @@ def _metric_table(rows: Sequence[CompareRow], split: str) -> list[str]:
         "model",
         *METRIC_COLUMNS,
         "train s",
+        "train cpu s",
         "refit s",
         "ms/user",
         "ms/user@256",
@@ -140,6 +143,7 @@ def _metric_table(rows: Sequence[CompareRow], split: str) -> list[str]:
             r.model,
             *(f"{metrics[m]:.4f}" for m in METRIC_COLUMNS),
             f"{r.train_seconds:.1f}",
+            f"{r.train_cpu_seconds:.1f}",
             refit,
             f"{r.ms_per_user:.2f}",
             f"{r.ms_per_user_batched:.3f}",
@@ -159,7 +163,9 @@ def write_reports(rows: Sequence[CompareRow], data: LeaveOneOut, out: Path) -> N
         "ties optimistic (rank = 1 + #items scored strictly higher). Validation: fit on train, "
         "input train. Test: refit on train+val with the validation-chosen epochs, input "
         "train+val. `train s`: the validation fit (early stopping included); `refit s`: the "
-        "train+val fit; `ms/user`: median top-10 latency for one user; `ms/user@256`: batched."
+        "train+val fit; `train cpu s`: CPU seconds of the validation fit over all threads (the "
+        "machine is shared: wall >> cpu / threads means contention); `ms/user`: median "
+        "top-10 latency for one user; `ms/user@256`: the same in batches of 256 users."
     )
     lines = [
         "# Model comparison",

@@ -226,7 +226,8 @@ class ImplicitALS(Recommender):
         """The full training objective L(W, H) per observed interaction."""
         matrix, items = problem.matrix, self.item_factors
         rows = torch.from_numpy(matrix.row_of_entry())
-        observed = (users[rows] * items[torch.from_numpy(matrix.indices)]).sum(dim=1)  # (nnz,)
+        picked_items = items.index_select(0, torch.from_numpy(matrix.indices))
+        observed = (users.index_select(0, rows) * picked_items).sum(dim=1)  # (nnz,)
         fit = (torch.from_numpy(matrix.weights) * (observed - 1) ** 2).sum()
         unobserved = ((users.T @ users) * (items.T @ items)).sum()  # sum of all squared scores
         penalty = (problem.user_reg * users.pow(2).sum(1)).sum()

@@ -42,6 +42,8 @@ class TrainReport:
     test: dict[str, float]
     train_seconds: float  # step 1: fit on train, validation included
     refit_seconds: float | None  # step 2: fit on train + val (None without refit)
+    train_cpu_seconds: float = 0.0  # CPU time of step 1, all threads (wall / CPU shows contention)
+    refit_cpu_seconds: float | None = None
     fit: dict[str, Any] = field(default_factory=dict)  # the model's own fit report (step 1)
     data: dict[str, Any] = field(default_factory=dict)  # fingerprint, sizes, source
 
@@ -80,14 +82,25 @@ def _progress_callback(bar: tqdm) -> Any:
     return update
 
 
-def _fit(model: Recommender, data: Any, valid: Any, progress: bool, label: str) -> dict[str, Any]:
-    """Fit with an optional progress bar; returns the model's report."""
+@dataclass
+class _Timed:
+    """A fit's report with its wall-clock and CPU seconds (CPU: all threads; shows contention)."""
+
+    report: dict[str, Any]
+    seconds: float
+    cpu_seconds: float
+
+
+def _fit(model: Recommender, data: Any, valid: Any, progress: bool, label: str) -> _Timed:
+    """Fit with an optional progress bar, timed."""
     with tqdm(desc=label, unit="epoch", disable=not progress, leave=False) as bar:
-        model.epoch_callback = _progress_callback(bar)
+        model.epoch_callback = _progress_callback(bar) if progress else None
+        wall, cpu = time.perf_counter(), time.process_time()
         try:
-            return model.fit(data, valid)
+            report = model.fit(data, valid)
         finally:
             model.epoch_callback = None
+    return _Timed(report, time.perf_counter() - wall, time.process_time() - cpu)
 
 
 def _refit_overrides(model: Recommender, fit_report: dict[str, Any]) -> dict[str, Any]:
@@ -117,27 +130,24 @@ def train_model(
     seed_everything(seed)
     model = build_model(name, data.num_items, overrides)
     popularity = data.item_popularity()
-    start = time.perf_counter()
-    fit_report = _fit(model, data.train, data.val_set(), progress, f"{name} fit")
-    train_seconds = time.perf_counter() - start
+    first = _fit(model, data.train, data.val_set(), progress, f"{name} fit")
     val = evaluate(model, data.val_set(), item_popularity=popularity)
-    refit_seconds = None
+    second = None
     if refit:
         seed_everything(seed)
-        model = build_model(name, data.num_items, _refit_overrides(model, fit_report))
-        start = time.perf_counter()
-        _fit(model, data.train_plus_val(), None, progress, f"{name} refit")
-        refit_seconds = time.perf_counter() - start
-    test = evaluate(model, data.test_set(), item_popularity=popularity)
+        model = build_model(name, data.num_items, _refit_overrides(model, first.report))
+        second = _fit(model, data.train_plus_val(), None, progress, f"{name} refit")
     report = TrainReport(
         model=name,
         config=model.config_dict(),
         seed=seed,
         val=val,
-        test=test,
-        train_seconds=train_seconds,
-        refit_seconds=refit_seconds,
-        fit=_json_safe(fit_report),
+        test=evaluate(model, data.test_set(), item_popularity=popularity),
+        train_seconds=first.seconds,
+        refit_seconds=None if second is None else second.seconds,
+        train_cpu_seconds=first.cpu_seconds,
+        refit_cpu_seconds=None if second is None else second.cpu_seconds,
+        fit=_json_safe(first.report),
         data=data_summary(data),
     )
     return model, report
@@ -179,6 +189,8 @@ def save_trained(
         metrics={"val": report.val, "test": report.test},
         train_seconds=report.train_seconds,
         refit_seconds=report.refit_seconds,
+        train_cpu_seconds=report.train_cpu_seconds,
+        refit_cpu_seconds=report.refit_cpu_seconds,
         seed=report.seed,
         fit=report.fit,
     )
