@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.cache import SafeCache
 from app.catalog import Catalog
@@ -55,6 +55,7 @@ async def _refresh_forever(services: Services) -> None:
 @asynccontextmanager
 async def serving(
     settings: Settings,
+    engine: AsyncEngine,
     sessionmaker: async_sessionmaker[AsyncSession],
     cache: SafeCache,
     metrics: Metrics,
@@ -71,6 +72,7 @@ async def serving(
         registry=ModelRegistry(settings.model_dir, default_model=settings.default_model),
         cache=cache,
         sessionmaker=sessionmaker,
+        reader=engine.execution_options(isolation_level="AUTOCOMMIT"),
         catalog=Catalog(sessionmaker),
         experiments=ExperimentBook(),
         exposures=ExposureLog(sessionmaker, metrics),

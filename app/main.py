@@ -60,7 +60,7 @@ def _lifespan(settings: Settings) -> Any:
         )
         try:
             async with serving(
-                settings, app.state.sessionmaker, app.state.cache, app.state.metrics
+                settings, engine, app.state.sessionmaker, app.state.cache, app.state.metrics
             ) as services:
                 app.state.services = services
                 app.state.registry = services.registry

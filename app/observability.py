@@ -62,6 +62,12 @@ class Metrics:
         self.exposures_dropped = Counter(
             "recsys_exposures_dropped", "Exposures not logged (queue full or DB error)", registry=r
         )
+        self.encode_batch = Histogram(
+            "recsys_encode_batch_size",
+            "User histories encoded per model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.cache_errors = Counter(
             "recsys_cache_errors", "Cache operations that failed", ["operation"], registry=r
         )

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import HTTPException
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.batcher import EncodeBatcher
 from app.cache import SafeCache
 from app.catalog import Catalog
 from app.config import Settings
@@ -46,10 +47,15 @@ class Services:
     registry: ModelRegistry
     cache: SafeCache
     sessionmaker: async_sessionmaker[AsyncSession]
+    reader: AsyncEngine  # autocommit: single reads skip BEGIN/ROLLBACK round trips
     catalog: Catalog
     experiments: ExperimentBook
     exposures: ExposureLog
     metrics: Metrics
+    encoder: EncodeBatcher = field(default_factory=EncodeBatcher)
+
+    def __post_init__(self) -> None:
+        self.encoder.on_batch = self.metrics.encode_batch.observe
 
 
 @dataclass
@@ -128,9 +134,9 @@ async def user_history(ask: Ask, services: Services) -> list[str]:
     cached = await services.cache.get_history(ask.user_id)
     if cached is not None:
         return cached
-    async with services.sessionmaker() as session:
+    async with services.reader.connect() as connection:
         history = await repo.user_history(
-            session=session, user_id=ask.user_id, limit=services.settings.history_len
+            session=connection, user_id=ask.user_id, limit=services.settings.history_len
         )
     if history:
         await services.cache.run("set_history", ask.user_id, history)
@@ -151,9 +157,8 @@ async def build_state(
     ask: Ask, model: LoadedModel, seen: list[int], services: Services
 ) -> UserState:
     """Encode the history with the model (SASRec's encoder, MF's fold-in), then cache it."""
-    with torch.inference_mode():
-        vector = model.model.user_vectors([np.asarray(seen, dtype=np.int64)])[0]
-    state = UserState(vector.to(torch.float32).contiguous(), np.asarray(seen, dtype=np.int64))
+    indices = np.asarray(seen, dtype=np.int64)
+    state = UserState(await services.encoder.encode(model, indices), indices)
     if ask.history is None:
         await services.cache.run("set_vector", ask.user_id, model.cache_field, state.pack())
     return state

@@ -1,8 +1,8 @@
 """Grid search of iALS hyperparameters on ml1m-half-loo VALIDATION (test is never looked at).
 
 Usage: nice python bench/tune_mf.py --grid factors=64 unobserved_weight=0.01,0.1 ... --tag NAME
-Each run appends one JSON line to bench/results/tuning_mf.jsonl; `--render` rewrites
-bench/results/tuning_mf.md from every line recorded so far.
+Each run appends one JSON line to bench/results/tuning_mf.jsonl; `--render` prints a Markdown
+table of every run recorded so far (pasted into bench/results/tuning_mf.md).
 """
 
 from __future__ import annotations
@@ -67,8 +67,7 @@ def render() -> None:
             + " | ".join(cells)
             + f" | {r['val_ndcg@10']:.4f} | {r['best_epoch']} | {r['seconds']} |"
         )
-    (RESULTS / "tuning_mf_table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:25]))
+    print("\n".join(lines))
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import asyncpg
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.tables import Event, Item, ModelVersion
 
@@ -139,8 +139,10 @@ async def count_events(*, session: AsyncSession) -> int:
     return int(result.scalar_one())
 
 
-async def user_history(*, session: AsyncSession, user_id: str, limit: int) -> list[str]:
-    """The user's latest `limit` item ids, oldest first."""
+async def user_history(
+    *, session: AsyncSession | AsyncConnection, user_id: str, limit: int
+) -> list[str]:
+    """The user's latest `limit` item ids, oldest first (Core: no ORM state on a hot path)."""
     query = (
         select(Event.item_id)
         .where(Event.user_id == user_id)
