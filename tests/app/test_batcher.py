@@ -31,8 +31,9 @@ async def test_a_failing_call_fails_every_waiter(trained_models: Path) -> None:
     model = load_version(trained_models / "mf" / "v1")
     batcher = EncodeBatcher()
     bad = np.array([10**9], dtype=np.int64)  # an index far outside the catalog
-    results = await asyncio.gather(batcher.encode(model, bad), batcher.encode(model, bad),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        batcher.encode(model, bad), batcher.encode(model, bad), return_exceptions=True
+    )
     assert all(isinstance(r, Exception) for r in results)
-    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever torch raises, it propagates
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch raises, it propagates
         await batcher.encode(model, bad)

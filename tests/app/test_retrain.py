@@ -137,7 +137,7 @@ async def test_killed_retrain_leaves_serving_intact(pg_settings: Settings) -> No
     async with running_app(pg_settings) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         await post_shop(client)
-        (first,) = await retrain(pg_settings, services.sessionmaker, ["mf"], FAST)
+        (_first,) = await retrain(pg_settings, services.sessionmaker, ["mf"], FAST)
         process = subprocess.Popen(
             [
                 RECSYS,
