@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -106,3 +107,15 @@ def mask_items(scores: torch.Tensor, item_lists: Sequence[Sequence[int] | np.nda
     row_idx = np.repeat(np.arange(len(lengths)), lengths)
     col_idx = np.concatenate([np.asarray(items, np.int64).reshape(-1) for items in item_lists])
     scores[torch.from_numpy(row_idx), torch.from_numpy(col_idx)] = float("-inf")
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run a block with `count` torch intra-op threads, restoring the previous setting."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Recommender
+from models.base import Recommender, torch_threads
 from models.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
 from models.data import LeaveOneOut
 from models.train import save_trained, train_model
@@ -38,14 +38,18 @@ class CompareRow:
 
 
 def scoring_latency(model: Recommender, histories: Sequence[np.ndarray], users: int = 200) -> float:
-    """Median milliseconds to recommend top-10 for a single user, over `users` users."""
+    """Median milliseconds to recommend top-10 for a single user, over `users` users.
+
+    One torch thread, as a serving worker runs (and threads only add overhead for one user).
+    """
     sample = list(histories[:users])
-    model.recommend(sample[:1], k=10)  # warm up lazily built state
     timings = []
-    for history in sample:
-        start = time.perf_counter()
-        model.recommend([history], k=10)
-        timings.append(time.perf_counter() - start)
+    with torch_threads(1):
+        model.recommend(sample[:1], k=10)  # warm up lazily built state
+        for history in sample:
+            start = time.perf_counter()
+            model.recommend([history], k=10)
+            timings.append(time.perf_counter() - start)
     return 1000 * statistics.median(timings)
 
 

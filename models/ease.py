@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models.base import History, Recommender
+from models.base import History, Recommender, torch_threads
 
 
 @dataclass
@@ -24,6 +24,7 @@ class EASEConfig:
     """EASE hyperparameters."""
 
     regularization: float = 200.0  # lambda added to the diagonal of the item Gram matrix
+    threads: int | None = 1  # torch threads during fit (1: fastest on the shared dev box)
 
 
 def _binary_matrix(histories: Sequence[History], num_items: int) -> sp.csr_matrix:
@@ -58,7 +59,8 @@ class EASE(Recommender):
         matrix = _binary_matrix(train, self.num_items)
         gram = torch.from_numpy((matrix.T @ matrix).toarray())  # (I, I) float64
         gram.diagonal().add_(self.config.regularization)
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (I, I) = P
+        with torch_threads(self.config.threads):
+            precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (I, I) = P
         weights = -precision / precision.diagonal()[None, :]  # B = I - P diag(1/diag(P))
         weights.diagonal().zero_()
         self.weights = weights.T.to(torch.float32).contiguous()
