@@ -1,5 +1,8 @@
 """Ingestion throughput: POST /events on a real uvicorn server vs a raw COPY into the same table.
 
+The server runs as deployed: Postgres for events, Redis for the cache (each batch drops the
+users' cached vectors and extends their cached histories).
+
 Run: .venv/bin/python bench/ingest.py [--events 100000] [--clients 4] [--rounds 3]
 Writes bench/results/ingest.json and prints a table.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -128,6 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with throwaway_postgres() as dsn:
         env = {
             "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+            "RECSYS_REDIS_URL": os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+            "RECSYS_REDIS_PREFIX": f"recsys-bench-{uuid.uuid4().hex[:8]}:",
             "RECSYS_LOG_LEVEL": "WARNING",
         }
         with server(env) as base:
