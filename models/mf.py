@@ -150,25 +150,33 @@ def _solve_side(
     reg: torch.Tensor,
     alpha0: float,
     gram: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Exact weighted ridge solution of every row given the other side's factors (N, D): (R, D)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact weighted ridge solution of every row given the other side's factors (N, D).
+
+    Returns the solutions (R, D) and each row's observed-entry loss sum_i c (<x, y_i> - 1)^2
+    (R,), which falls out of the solve almost for free: x^T S x - 2 x^T b + sum_i c.
+    """
     dim = fixed.shape[1]
     base = alpha0 * (fixed.T @ fixed if gram is None else gram)  # (D, D): alpha0 * Gram of all
     eye = torch.eye(dim, dtype=fixed.dtype)
     out = fixed.new_zeros(len(plan.counts), dim)  # (R, D)
+    observed_loss = fixed.new_zeros(len(plan.counts))  # (R,)
     for rows, padded, root_weights in plan.chunks:
         batch, width = padded.shape
         gathered = fixed.index_select(0, padded.reshape(-1)).view(batch, width, dim)
         gathered *= root_weights[:, :, None]  # (B, L, D): sqrt(c_ui) * h_i, padding zeroed
-        system = torch.bmm(gathered.transpose(1, 2), gathered) + base  # (B, D, D)
-        system += reg[rows][:, None, None] * eye
+        local = torch.bmm(gathered.transpose(1, 2), gathered)  # (B, D, D): S = sum c h h^T
+        system = local + base + reg[rows][:, None, None] * eye
         rhs = torch.bmm(gathered.transpose(1, 2), root_weights[:, :, None])  # (B, D, 1): sum c h
         # Batched LU measured ~1.7x faster than batched Cholesky here (both per-matrix LAPACK).
         solved, info = torch.linalg.solve_ex(system, rhs)
         if bool(info.any()):  # singular in float32: redo the chunk in float64
             solved = torch.linalg.solve(system.double(), rhs.double()).to(fixed.dtype)
+        quadratic = (solved.transpose(1, 2) @ local @ solved).view(batch)  # x^T S x
+        linear = (solved * rhs).sum(dim=(1, 2))  # x^T b
+        observed_loss[rows] = quadratic - 2 * linear + root_weights.pow(2).sum(dim=1)
         out[rows] = solved[:, :, 0]
-    return out
+    return out, observed_loss
 
 
 def _row_regularization(counts: torch.Tensor, n_other: int, cfg: IALSConfig) -> torch.Tensor:
@@ -230,24 +238,23 @@ class ImplicitALS(Recommender):
             matrix=matrix,
         )
 
-    def _loss(self, users: torch.Tensor, problem: _Problem) -> float:
+    def _loss(self, users: torch.Tensor, observed: torch.Tensor, problem: _Problem) -> float:
         """The full training objective L(W, H) per observed interaction."""
-        matrix, items = problem.matrix, self.item_factors
-        rows = torch.from_numpy(matrix.row_of_entry())
-        picked_items = items.index_select(0, torch.from_numpy(matrix.indices))
-        observed = (users.index_select(0, rows) * picked_items).sum(dim=1)  # (nnz,)
-        fit = (torch.from_numpy(matrix.weights) * (observed - 1) ** 2).sum()
+        items = self.item_factors
         unobserved = ((users.T @ users) * (items.T @ items)).sum()  # sum of all squared scores
         penalty = (problem.user_reg * users.pow(2).sum(1)).sum()
         penalty += (problem.item_reg * items.pow(2).sum(1)).sum()
-        total = fit + self.config.unobserved_weight * unobserved + penalty
-        return float(total) / max(len(rows), 1)
+        total = observed.sum() + self.config.unobserved_weight * unobserved + penalty
+        return float(total) / max(len(problem.matrix.indices), 1)
 
-    def _epoch(self, problem: _Problem, users: torch.Tensor) -> torch.Tensor:
-        """One item step then one user step; returns the new user factors (U, D)."""
+    def _epoch(self, problem: _Problem, users: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """One item step then one user step; returns the new user factors (U, D) and the loss."""
         alpha0 = self.config.unobserved_weight
-        self.item_factors = _solve_side(problem.item_plan, users, problem.item_reg, alpha0)
-        return _solve_side(problem.user_plan, self.item_factors, problem.user_reg, alpha0)
+        self.item_factors, _ = _solve_side(problem.item_plan, users, problem.item_reg, alpha0)
+        users, observed = _solve_side(
+            problem.user_plan, self.item_factors, problem.user_reg, alpha0
+        )
+        return users, self._loss(users, observed, problem)
 
     def fit(self, train: Sequence[np.ndarray], valid: EvalSet | None = None) -> dict[str, Any]:
         """Alternate exact item and user steps; keep the epoch with the best validation NDCG@10."""
@@ -262,15 +269,12 @@ class ImplicitALS(Recommender):
         aligned = valid is not None and _aligned(train, valid)
         best, best_epoch, best_items, history = -1.0, 0, self.item_factors, []
         for epoch in range(1, cfg.iterations + 1):
-            users = self._epoch(problem, users)
-            stats: dict[str, float] = {"epoch": epoch, "epochs": cfg.iterations}
-            if self.epoch_callback is not None:  # the objective costs ~1/4 of an epoch
-                stats["loss"] = self._loss(users, problem)
+            users, loss = self._epoch(problem, users)
+            stats = {"epoch": epoch, "epochs": cfg.iterations, "loss": loss}
             if valid is not None:
                 vectors = users if aligned else self.user_vectors(valid.histories)
-                stats["val_ndcg@10"] = evaluate_vectors(vectors, self.item_factors, valid)[
-                    "ndcg@10"
-                ]
+                metrics = evaluate_vectors(vectors, self.item_factors, valid)
+                stats["val_ndcg@10"] = metrics["ndcg@10"]
             history.append(stats)
             self.log_epoch(**stats)
             metric = stats.get("val_ndcg@10", float(epoch))  # no validation: keep the last epoch
@@ -294,7 +298,7 @@ class ImplicitALS(Recommender):
         )
         reg = _row_regularization(plan.counts, self.num_items, self.config)
         alpha0 = self.config.unobserved_weight
-        return _solve_side(plan, self.item_factors, reg, alpha0, self._item_gram())
+        return _solve_side(plan, self.item_factors, reg, alpha0, self._item_gram())[0]
 
     def _item_gram(self) -> torch.Tensor:
         """H^T H (D, D), cached for serving until the item factors change."""

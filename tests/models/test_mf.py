@@ -40,9 +40,7 @@ def test_out_of_range_items_are_rejected() -> None:
 def test_objective_decreases_every_epoch(boost: float) -> None:
     data = random_loo()
     model = ImplicitALS(data.num_items, IALSConfig(factors=6, iterations=6, recency_boost=boost))
-    losses: list[float] = []
-    model.epoch_callback = lambda stats: losses.append(stats["loss"])
-    model.fit(data.train)
+    losses = [h["loss"] for h in model.fit(data.train)["history"]]
     assert all(later <= earlier * (1 + 1e-5) for earlier, later in itertools.pairwise(losses))
 
 
@@ -52,7 +50,7 @@ def test_fold_in_equals_the_training_user_step() -> None:
     model = ImplicitALS(data.num_items, cfg)
     model.fit(data.train)
     problem = model._problem(data.train)
-    trained_users = _solve_side(
+    trained_users, _ = _solve_side(
         problem.user_plan, model.item_factors, problem.user_reg, cfg.unobserved_weight
     )
     torch.testing.assert_close(model.user_vectors(data.train), trained_users, rtol=1e-5, atol=1e-6)
@@ -76,3 +74,20 @@ def test_validation_via_fold_in_matches_the_aligned_shortcut() -> None:
     ]
     first, second = ([h["val_ndcg@10"] for h in r["history"]] for r in reports)
     assert first == pytest.approx(second, abs=1e-6)
+
+
+def test_loss_from_the_solve_equals_the_objective() -> None:
+    data = random_loo()
+    cfg = IALSConfig(factors=5, iterations=2, recency_boost=2.0, patience=10)
+    model = ImplicitALS(data.num_items, cfg)
+    reported = model.fit(data.train)["history"][-1]["loss"]
+    problem = model._problem(data.train)
+    users = model.user_vectors(data.train)
+    items, matrix = model.item_factors, problem.matrix
+    scores = users @ items.T  # (U, I)
+    rows, cols = matrix.row_of_entry(), matrix.indices
+    fit = (torch.from_numpy(matrix.weights) * (scores[rows, cols] - 1) ** 2).sum()
+    total = fit + cfg.unobserved_weight * scores.pow(2).sum()
+    total += (problem.user_reg * users.pow(2).sum(1)).sum()
+    total += (problem.item_reg * items.pow(2).sum(1)).sum()
+    assert reported == pytest.approx(float(total) / len(cols), rel=1e-4)
