@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 import torch
@@ -24,7 +25,9 @@ class Catalog:
         *,
         popular_size: int = 2000,
         recent_events: int = 1_000_000,
+        popular_every_s: float = 300.0,
     ) -> None:
+        self.popular_every_s, self._popular_due = popular_every_s, 0.0
         self.sessionmaker = sessionmaker
         self.popular_size, self.recent_events = popular_size, recent_events
         self.popular: list[str] = []
@@ -32,8 +35,19 @@ class Catalog:
         self._masks: dict[tuple[str, int], torch.Tensor] = {}
         self._generation = 0
 
-    async def refresh(self, session: AsyncSession) -> None:
-        """Reload popular items (over the most recent events) and the inactive set."""
+    async def refresh(self, session: AsyncSession, *, force: bool = False) -> None:
+        """Reload the inactive set, and the popular items when they are due (a GROUP BY over
+        the recent events is too heavy to repeat every few seconds on every replica)."""
+        inactive = (
+            await session.execute(select(Item.item_id).where(Item.active.is_(False)))
+        ).scalars()
+        self.set_inactive(frozenset(inactive))
+        if force or time.monotonic() >= self._popular_due:
+            self.set_popular(await self._popular(session))
+            self._popular_due = time.monotonic() + self.popular_every_s
+
+    async def _popular(self, session: AsyncSession) -> list[str]:
+        """The most interacted items over the most recent events."""
         recent = (
             select(Event.item_id).order_by(Event.id.desc()).limit(self.recent_events).subquery()
         )
@@ -43,18 +57,13 @@ class Catalog:
             .order_by(func.count().desc(), recent.c.item_id)
             .limit(self.popular_size)
         )
-        popular = [row[0] for row in await session.execute(counts)]
-        inactive = (
-            await session.execute(select(Item.item_id).where(Item.active.is_(False)))
-        ).scalars()
-        self.set_popular(popular)
-        self.set_inactive(frozenset(inactive))
+        return [row[0] for row in await session.execute(counts)]
 
     async def refresh_now(self) -> None:
         """Refresh with the session factory given at start-up."""
         if self.sessionmaker is not None:
             async with self.sessionmaker() as session:
-                await self.refresh(session)
+                await self.refresh(session, force=True)
 
     def set_popular(self, item_ids: list[str]) -> None:
         """Replace the popular list (most popular first)."""
