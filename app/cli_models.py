@@ -109,6 +109,11 @@ def evaluate(
         return
     for split, metrics in results.items():
         _print_metrics(f"{split:4}", metrics)
+    if loaded.meta.get("trained_on") == "train+val":
+        typer.echo(
+            "note: this checkpoint was refit on train+val, so its val numbers are not "
+            "held out; the ones from training time are in meta.json (metrics.val)."
+        )
 
 
 def compare(

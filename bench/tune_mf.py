@@ -61,7 +61,7 @@ def render() -> None:
         "|" + "---|" * (len(KEYS) + 4),
     ]
     for r in rows:
-        cells = [str(r["config"][k]) for k in KEYS]
+        cells = [str(r["config"].get(k, 0.0)) for k in KEYS]  # early runs predate recency
         lines.append(
             f"| {r['tag']} | "
             + " | ".join(cells)

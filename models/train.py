@@ -187,6 +187,7 @@ def save_trained(
         user_ids=data.user_ids.to_json(),
         data=report.data,
         metrics={"val": report.val, "test": report.test},
+        trained_on="train" if report.refit_seconds is None else "train+val",
         train_seconds=report.train_seconds,
         refit_seconds=report.refit_seconds,
         train_cpu_seconds=report.train_cpu_seconds,

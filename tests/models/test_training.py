@@ -39,6 +39,7 @@ def test_report_and_refit_protocol(loo: LeaveOneOut, tmp_path: Path) -> None:
     meta = load_checkpoint(tmp_path / "mf").meta
     assert meta["metrics"]["test"] == pytest.approx(report.test)
     assert meta["data"]["users"] == loo.num_users and len(meta["user_ids"]) == loo.num_users
+    assert meta["trained_on"] == "train+val"
 
 
 def test_no_refit_keeps_the_validated_model(loo: LeaveOneOut) -> None:
