@@ -1,5 +1,9 @@
 """Retraining: stored events -> a held-out slice -> trained candidates -> the promotion gate.
 
+As offline (models.train): a model is fit with each user's latest item held out, scored on it,
+then refit on everything for serving with the best epoch count. The gate compares held-out
+models only, so neither side has seen the slice it is scored on.
+
 Crash safety: a checkpoint directory appears only complete (models.checkpoint writes it to a
 temporary directory and renames it), and its `model_versions` row is written after that, in
 the same transaction that promotes it. A run killed at any moment therefore leaves either no
@@ -29,9 +33,12 @@ from app.registry import RETRAIN_SOURCE, load_version
 from models.checkpoint import save_checkpoint
 from models.data import IdMap, LeaveOneOut
 from models.metrics import evaluate
-from models.train import train_model
+from models.train import refit_model, train_model
 
 log = logging.getLogger(__name__)
+# Each version directory also holds the model fit without each user's latest item: the gate
+# scores it (not the served model, which saw that item) against the next run's candidate.
+VALIDATION = "validation"
 
 
 @dataclass
@@ -147,7 +154,9 @@ async def score_active(
     active = (await repo.active_versions(session=session)).get(name)
     if active is None:
         return None
-    loaded = load_version(Path(active.path))
+    # Its held-out sibling: the served model was refit on everything, this slice included.
+    validation = Path(active.path) / VALIDATION
+    loaded = load_version(validation if validation.is_dir() else Path(active.path))
     remapped = split.with_item_ids(IdMap(loaded.item_ids))
     return active.version, evaluate(loaded.model, remapped.val_set())
 
@@ -174,23 +183,36 @@ async def retrain_model(
 ) -> Outcome:
     """Train one model, save it, score the active version, register (and maybe promote) it."""
     started = time.perf_counter()
-    model, report = train_model(name, split, overrides, seed=settings.retrain_seed, refit=False)
+    seed = settings.retrain_seed
+    held_out, report = train_model(name, split, overrides, seed=seed, refit=False)
+    serving, _ = refit_model(name, split, held_out, report.fit, seed)
     seconds = time.perf_counter() - started
     version = f"{name}-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
-    path = save_checkpoint(
-        model,
-        settings.model_dir / name / version,
-        item_ids=split.item_ids,
-        source=RETRAIN_SOURCE,
-        data={
+    meta: dict[str, Any] = {
+        "source": RETRAIN_SOURCE,
+        "seed": seed,
+        "metrics": {"val": report.val},
+        "data": {
             "fingerprint": data.fingerprint(),
             "events": len(data),
             "users": split.num_users,
             "items": split.num_items,
         },
-        metrics={"val": report.val},
+    }
+    path = save_checkpoint(
+        serving,
+        settings.model_dir / name / version,
+        item_ids=split.item_ids,
+        trained_on="all events",
         train_seconds=seconds,
-        seed=settings.retrain_seed,
+        **meta,
+    )
+    save_checkpoint(
+        held_out,
+        path / VALIDATION,
+        item_ids=split.item_ids,
+        trained_on="all but each user's latest item",
+        **meta,
     )
     async with sessionmaker() as session:
         active = await score_active(session, name, split)

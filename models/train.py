@@ -114,6 +114,20 @@ def _refit_overrides(model: Recommender, fit_report: dict[str, Any]) -> dict[str
     return config
 
 
+def refit_model(
+    name: str,
+    data: LeaveOneOut,
+    model: Recommender,
+    fit_report: dict[str, Any],
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Recommender, _Timed]:
+    """Step 2: a fresh model fit on train + val for the best validation epoch count of step 1."""
+    seed_everything(seed)
+    refit = build_model(name, data.num_items, _refit_overrides(model, fit_report))
+    return refit, _fit(refit, data.train_plus_val(), None, progress, f"{name} refit")
+
+
 def train_model(
     name: str,
     data: LeaveOneOut,
@@ -134,9 +148,7 @@ def train_model(
     val = evaluate(model, data.val_set(), item_popularity=popularity)
     second = None
     if refit:
-        seed_everything(seed)
-        model = build_model(name, data.num_items, _refit_overrides(model, first.report))
-        second = _fit(model, data.train_plus_val(), None, progress, f"{name} refit")
+        model, second = refit_model(name, data, model, first.report, seed, progress)
     report = TrainReport(
         model=name,
         config=model.config_dict(),
