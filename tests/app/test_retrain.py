@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -119,6 +120,9 @@ async def test_retrain_promotes_serves_and_gates(pg_settings: Settings) -> None:
             rows = {r.version: r for r in await repo.model_versions(session=session)}
         assert (rows[first.version].status, rows[worse.version].status) == ("active", "candidate")
         assert rows[first.version].event_count == 150 * 12
+        served_meta = json.loads((Path(rows[first.version].path) / "meta.json").read_text())
+        held_out = Path(rows[first.version].path) / "validation" / "meta.json"
+        assert served_meta["trained_on"] == "all events" and held_out.is_file()
 
 
 def run_env(settings: Settings, **extra: str) -> dict[str, str]:
