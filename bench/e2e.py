@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "RECSYS_REDIS_PREFIX": f"recsys-e2e-{uuid.uuid4().hex[:8]}:",
             "RECSYS_LOG_LEVEL": "WARNING",
             "RECSYS_REFRESH_INTERVAL_S": "1",
+            # The offline protocol encodes and masks each user's whole history; serving reads
+            # the latest RECSYS_HISTORY_LEN events (200 by default). --history-len sets it.
+            "RECSYS_HISTORY_LEN": str(args.history_len),
         }
         with server(env) as base:
             started = time.perf_counter()
@@ -133,7 +136,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 answers = asyncio.run(ask_all(base, list(targets), outcome["model"]))
                 stages[f"query {outcome['model']} for every user"] = time.perf_counter() - started
                 results[outcome["model"]] = {"test": score(answers, targets), "outcome": outcome}
-    return {"events": len(rows), "users": len(targets), "stages_s": stages, "models": results}
+    return {
+        "events": len(rows),
+        "users": len(targets),
+        "history_len": args.history_len,
+        "stages_s": stages,
+        "models": results,
+    }
 
 
 def main() -> None:
@@ -142,6 +151,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
     parser.add_argument("--models", default="mf,sasrec")
     parser.add_argument("--set", action="append", default=[], help="model.key=value")
+    parser.add_argument("--history-len", type=int, default=5000)
     result = run(parser.parse_args())
     print("\n| stage | seconds |\n|---|---|")
     for stage, seconds in result["stages_s"].items():
