@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -168,9 +168,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         states: torch.Tensor,
         items: torch.Tensor,
         labels: torch.Tensor,
-        excluded: Callable[[slice], torch.Tensor] | None = None,
+        excluded: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """`excluded(rows)`: optional (I, C) bool of items left out of those rows' softmax."""
+        """`excluded`: optional (row, item) pairs, sorted by row, left out of the row's softmax."""
         grad_states, grad_items = torch.empty_like(states), torch.zeros_like(items)
         total = states.new_zeros(())
         for start in range(0, states.shape[0], CE_CHUNK):
@@ -179,9 +179,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             cols = torch.arange(len(y))  # (C,)
             probs = items @ h.T  # logits (I, C), turned into softmax - onehot in place
             if excluded is not None:
-                mask = excluded(rows)  # (I, C)
-                mask[y, cols] = False  # never the target itself
-                probs.masked_fill_(mask, float("-inf"))
+                _exclude(probs, excluded, start, y)
             peak = probs.amax(dim=0)  # (C,)
             total -= (probs[y, cols] - peak).sum()
             probs.sub_(peak).exp_()
@@ -198,6 +196,18 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_states, grad_items = ctx.saved_tensors
         return grad_states * grad, grad_items * grad, None, None
+
+
+def _exclude(
+    logits: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor], start: int, y: torch.Tensor
+) -> None:
+    """Set a (I, C) chunk's excluded logits (rows from `start`) to -inf; targets stay."""
+    rows, items = excluded  # (P,), (P,)
+    lo, hi = torch.searchsorted(rows, torch.tensor([start, start + len(y)])).tolist()
+    cols = torch.arange(len(y))
+    target = logits[y, cols]  # (C,) advanced indexing copies
+    logits[items[lo:hi], rows[lo:hi] - start] = float("-inf")
+    logits[y, cols] = target
 
 
 def pad_right(seqs: Sequence[np.ndarray], pad: int) -> torch.Tensor:
@@ -230,17 +240,13 @@ def training_pairs(
     return inputs, targets
 
 
-def seen_items(
-    inputs: torch.Tensor, keep: torch.Tensor, num_items: int
-) -> Callable[[slice], torch.Tensor]:
-    """rows of the kept positions (row-major) -> (I, C) bool: item seen at or before the row."""
+def seen_items(inputs: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item) pairs: each kept position (row-major order) with every input item up to it."""
     B, L = inputs.shape
-    first = torch.full((B, num_items + 1), L, dtype=torch.int16)  # (B, I + 1); L: never seen
-    positions = torch.arange(L, dtype=torch.int16).expand(B, L)  # (B, L)
-    first.scatter_reduce_(1, inputs, positions, reduce="amin")
-    first_t = first[:, :num_items].T.contiguous()  # (I, B), padding column dropped
-    users, at = keep.nonzero(as_tuple=True)  # (N,), (N,)
-    return lambda rows: first_t[:, users[rows]] <= at[rows].to(torch.int16)
+    row_of = (torch.cumsum(keep.flatten(), 0) - 1).view(B, L)  # (B, L) index among kept
+    upto = torch.ones(L, L, dtype=torch.bool).tril()  # (L, L) [t, s]: s <= t
+    b, t, s = (keep[:, :, None] & upto).nonzero(as_tuple=True)  # sorted by b, t: by row
+    return row_of[b, t], inputs[b, s]
 
 
 def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
@@ -350,7 +356,7 @@ class SASRec(Recommender):
             {"params": decay, "weight_decay": cfg.weight_decay},
             {"params": rest, "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), fused=True)
         warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, warmup, total, cfg.cosine)
@@ -390,10 +396,8 @@ class SASRec(Recommender):
         keep = targets >= 0  # (B, L)
         states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
         items = self.net.items()  # (I, D)
-        if self.config.loss == "ce":
-            excluded = (
-                seen_items(inputs, keep, self.num_items) if self.config.mask_history else None
-            )
+        if cfg.loss == "ce":
+            excluded = seen_items(inputs, keep) if cfg.mask_history else None
             return LinearCrossEntropy.apply(states, items, labels, excluded)
         negatives = torch.from_numpy(rng.integers(0, self.num_items, cfg.n_negatives))
         positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)

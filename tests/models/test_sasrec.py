@@ -169,30 +169,26 @@ def test_fused_cross_entropy_matches_autograd(monkeypatch: pytest.MonkeyPatch) -
         torch.testing.assert_close(g, w)
 
 
-def test_history_masked_cross_entropy_leaves_seen_items_out() -> None:
+def test_history_masked_cross_entropy_leaves_seen_items_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sasrec, "CE_CHUNK", 2)  # pairs must be split across chunks correctly
     inputs = torch.tensor([[1, 2, 3, 9], [4, 1, 9, 9]])  # 9 pads
     keep = torch.tensor([[True, True, True, False], [True, True, False, False]])
-    excluded = seen_items(inputs, keep, num_items=9)(slice(0, 5))  # (I, C)
-    assert excluded.T.nonzero().tolist() == [
-        [0, 1],
-        [1, 1],
-        [1, 2],
-        [2, 1],
-        [2, 2],
-        [2, 3],
-        [3, 4],
-        [4, 1],
-        [4, 4],
-    ]
+    rows, items = seen_items(inputs, keep)
+    assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [
+        (0, 1), (1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (3, 4), (4, 4), (4, 1)
+    ]  # fmt: skip
     states = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
-    items = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([2, 3, 1, 1, 2])  # row 2's target (1) was seen: it stays in
-    mask = excluded.T.clone()
+    mask = torch.zeros(5, 9, dtype=torch.bool)
+    mask[rows, items] = True
     mask[torch.arange(5), labels] = False
-    logits = (states @ items.T).masked_fill(mask, float("-inf"))
+    logits = (states @ table.T).masked_fill(mask, float("-inf"))
     expected = torch.nn.functional.cross_entropy(logits, labels)
-    loss = LinearCrossEntropy.apply(states, items, labels, seen_items(inputs, keep, 9))
+    loss = LinearCrossEntropy.apply(states, table, labels, (rows, items))
     torch.testing.assert_close(loss, expected)
-    got = torch.autograd.grad(loss, (states, items))
-    for g, w in zip(got, torch.autograd.grad(expected, (states, items)), strict=True):
+    got = torch.autograd.grad(loss, (states, table))
+    for g, w in zip(got, torch.autograd.grad(expected, (states, table)), strict=True):
         torch.testing.assert_close(g, w)
