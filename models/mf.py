@@ -329,3 +329,22 @@ class ImplicitALS(Recommender):
         model = cls(num_items, cfg)
         model.item_factors = factors.to(torch.float32).contiguous()
         return model
+
+
+@dataclass
+class PlainIALSConfig(IALSConfig):
+    """iALS as published (Rendle et al. 2022): no recency weighting. Tuned on validation
+    (bench/results/tuning_mf.md, run g128b): val NDCG@10 0.0502, best at epoch 3 of 8."""
+
+    factors: int = 128
+    iterations: int = 8
+    unobserved_weight: float = 0.3
+    regularization: float = 0.003
+    recency_boost: float = 0.0
+
+
+class PlainIALS(ImplicitALS):
+    """The published iALS, kept beside `mf` so the comparison shows what recency adds."""
+
+    name: ClassVar[str] = "ials"
+    Config = PlainIALSConfig

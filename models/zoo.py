@@ -17,6 +17,7 @@ from models.base import Recommender
 _PATHS = {
     "popularity": "models.popularity:Popularity",
     "mf": "models.mf:ImplicitALS",
+    "ials": "models.mf:PlainIALS",
     "ease": "models.ease:EASE",
     "sasrec": "models.sasrec:SASRec",
 }
