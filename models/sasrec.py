@@ -46,6 +46,8 @@ class SASRecConfig:
     warmup_epochs: float = 0.0  # linear warmup to lr, then cosine decay over `epochs`
     cosine: bool = False  # cosine decay to 0 at `epochs`; False keeps lr constant after warmup
     batch_size: int = 128  # users (sequences) per step; batches hold users of similar length
+    random_windows: float = 0.0  # chance a history longer than max_len + 1 trains on a random
+    # earlier window instead of its last one (uses the older part of long histories)
     epochs: int = 200  # upper bound on training epochs (and the cosine horizon)
     patience: int = 10  # stop after this many validations without a better val NDCG@10
     eval_every: int = 1  # epochs between validations
@@ -231,10 +233,11 @@ def length_batches(
 
 
 def training_pairs(
-    seqs: Sequence[np.ndarray], max_len: int, pad: int
+    seqs: Sequence[np.ndarray], max_len: int, pad: int, ends: Sequence[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-item targets (B, L) from the last max_len + 1 items; targets padded -100."""
-    windows = [s[-(max_len + 1) :] for s in seqs]
+    """Inputs and next-item targets (B, L), max_len + 1 items up to each end; targets pad -100."""
+    ends = ends if ends is not None else [len(s) for s in seqs]
+    windows = [s[max(0, end - max_len - 1) : end] for s, end in zip(seqs, ends, strict=True)]
     inputs = pad_right([w[:-1] for w in windows], pad)  # (B, L)
     targets = pad_right([w[1:] for w in windows], -100)  # (B, L)
     return inputs, targets
@@ -375,8 +378,9 @@ class SASRec(Recommender):
         self.net.train()
         total, count = 0.0, 0
         for batch in length_batches(lengths, self.config.batch_size, rng):
+            seqs = [train[i] for i in batch]
             inputs, targets = training_pairs(
-                [train[i] for i in batch], self.config.max_len, self.net.pad
+                seqs, self.config.max_len, self.net.pad, self._window_ends(seqs, rng)
             )
             loss = self._loss(inputs, targets, rng)
             optimizer.zero_grad(set_to_none=True)
@@ -386,6 +390,16 @@ class SASRec(Recommender):
             total, count = total + loss.item(), count + 1
         self.net.eval()
         return total / max(count, 1)
+
+    def _window_ends(self, seqs: list[np.ndarray], rng: np.random.Generator) -> list[int]:
+        """Window ends: the history's end, or (chance random_windows) an earlier one if long."""
+        cfg, ends = self.config, [len(s) for s in seqs]
+        if cfg.random_windows <= 0:
+            return ends
+        for row, n in enumerate(ends):
+            if n > cfg.max_len + 1 and rng.random() < cfg.random_windows:
+                ends[row] = int(rng.integers(cfg.max_len + 1, n + 1))
+        return ends
 
     def _loss(
         self, inputs: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator

@@ -145,6 +145,8 @@ def test_training_pairs_shift_by_one_and_pad_targets() -> None:
     inputs, targets = training_pairs([np.array([1, 2, 3, 4]), np.array([5, 6])], max_len=2, pad=9)
     assert inputs.tolist() == [[2, 3], [5, 9]]
     assert targets.tolist() == [[3, 4], [6, -100]]
+    inputs, targets = training_pairs([np.array([1, 2, 3, 4])], max_len=2, pad=9, ends=[3])
+    assert inputs.tolist() == [[1, 2]] and targets.tolist() == [[2, 3]]
 
 
 def test_length_batches_cover_every_user_once() -> None:
