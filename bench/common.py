@@ -10,6 +10,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,7 +62,10 @@ def server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
     """`recsys serve` in its own process; yields its base URL."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    log = open(RESULTS / f"server-{port}.log", "w")  # noqa: SIM115 - closed below
+    log = tempfile.NamedTemporaryFile(
+        "w", prefix=f"recsys-server-{port}-", suffix=".log", delete=False
+    )  # noqa: SIM115
+
     command = [
         str(Path(sys.executable).with_name("recsys")),
         "serve",
