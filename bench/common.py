@@ -62,9 +62,9 @@ def server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
     """`recsys serve` in its own process; yields its base URL."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    log = tempfile.NamedTemporaryFile(
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
         "w", prefix=f"recsys-server-{port}-", suffix=".log", delete=False
-    )  # noqa: SIM115
+    )
 
     command = [
         str(Path(sys.executable).with_name("recsys")),
