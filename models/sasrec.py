@@ -48,7 +48,7 @@ class SASRecConfig:
     warmup_epochs: float = 1.0  # linear warmup to lr, then cosine decay over `epochs`
     cosine: bool = True  # cosine decay to 0 at `epochs`; False keeps lr constant after warmup
     batch_size: int = 16  # users (sequences) per step; batches hold users of similar length
-    random_windows: float = 0.0  # chance a history longer than max_len + 1 trains on a random
+    random_windows: float = 0.5  # chance a history longer than max_len + 1 trains on a random
     # earlier window instead of its last one (uses the older part of long histories)
     epochs: int = 40  # upper bound on training epochs (and the cosine horizon)
     patience: int = 10  # stop after this many validations without a better val NDCG@10
