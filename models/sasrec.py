@@ -30,6 +30,10 @@ from models.data import EvalSet
 from models.metrics import evaluate
 
 CE_CHUNK = 512  # rows of logits per step of the fused loss: (512, I) stays cache-sized
+# Floor on logit - max before exp: exp of inputs below about -88 takes a very slow path on x86
+# CPUs and its denormal results slow every later product (5-30x once the model is confident).
+# e^-60 / I stays a normal float; the probability it stands for is below 1e-26.
+EXP_FLOOR = -60.0
 
 
 @dataclass
@@ -183,10 +187,12 @@ class LinearCrossEntropy(torch.autograd.Function):
             cols = torch.arange(len(y))  # (C,)
             probs = items @ h.T  # logits (I, C), turned into softmax - onehot in place
             if excluded is not None:
-                _exclude(probs, excluded, start, y)
+                _exclude(probs, excluded, start, y, float("-inf"))
             peak = probs.amax(dim=0)  # (C,)
             total -= (probs[y, cols] - peak).sum()
-            probs.sub_(peak).exp_()
+            probs.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
+            if excluded is not None:
+                _exclude(probs, excluded, start, y, 0.0)  # the floor lifted them from -inf
             norm = probs.sum(dim=0)  # (C,)
             total += norm.log().sum()
             probs.div_(norm)[y, cols] -= 1.0
@@ -203,15 +209,19 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def _exclude(
-    logits: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor], start: int, y: torch.Tensor
+    chunk: torch.Tensor,
+    excluded: tuple[torch.Tensor, torch.Tensor],
+    start: int,
+    y: torch.Tensor,
+    value: float,
 ) -> None:
-    """Set a (I, C) chunk's excluded logits (rows from `start`) to -inf; targets stay."""
+    """Set a (I, C) chunk's excluded entries (rows from `start`) to `value`; targets stay."""
     rows, items = excluded  # (P,), (P,)
     lo, hi = torch.searchsorted(rows, torch.tensor([start, start + len(y)])).tolist()
     cols = torch.arange(len(y))
-    target = logits[y, cols]  # (C,) advanced indexing copies
-    logits[items[lo:hi], rows[lo:hi] - start] = float("-inf")
-    logits[y, cols] = target
+    target = chunk[y, cols]  # (C,) advanced indexing copies
+    chunk[items[lo:hi], rows[lo:hi] - start] = value
+    chunk[y, cols] = target
 
 
 def pad_right(seqs: Sequence[np.ndarray], pad: int) -> torch.Tensor:

@@ -156,10 +156,13 @@ def test_length_batches_cover_every_user_once() -> None:
     assert all(lengths[b].max() - lengths[b].min() <= 4 for b in batches)
 
 
-def test_fused_cross_entropy_matches_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("scale", [1.0, 60.0])  # 60: logits spread far past the exp floor
+def test_fused_cross_entropy_matches_autograd(
+    monkeypatch: pytest.MonkeyPatch, scale: float
+) -> None:
     monkeypatch.setattr(sasrec, "CE_CHUNK", 7)  # several chunks, one of them partial
     gen = torch.Generator().manual_seed(0)
-    states = torch.randn(30, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    states = (scale * torch.randn(30, 8, generator=gen, dtype=torch.float64)).requires_grad_()
     items = torch.randn(11, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 11, (30,), generator=gen)
     expected = torch.nn.functional.cross_entropy(states @ items.T, labels)
