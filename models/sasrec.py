@@ -332,7 +332,9 @@ class SASRec(Recommender):
             self.log_epoch(**stats)
             if stats.get("val_ndcg@10", -1.0) > best["val_ndcg@10"]:
                 best, best_state = stats, copy.deepcopy(self.net.state_dict())
-            if out_of_time or (epoch - best["epoch"]) >= cfg.patience * cfg.eval_every:
+            # Without validation (a refit) there is nothing to stall on: run every epoch.
+            stalled = valid is not None and epoch - best["epoch"] >= cfg.patience * cfg.eval_every
+            if out_of_time or stalled:
                 break
         if valid is None:
             best, best_state = history[-1], self.net.state_dict()

@@ -127,6 +127,13 @@ def test_state_round_trip_gives_identical_scores(trained: SASRec) -> None:
     assert restored.config == trained.config and restored.num_items == NUM_ITEMS
 
 
+def test_fit_without_validation_runs_every_epoch() -> None:
+    # A refit on train + val has no validation set: patience must not cut its schedule short.
+    model = SASRec(NUM_ITEMS, tiny_config(epochs=5, patience=1, eval_every=1))
+    report = model.fit(cyclic_sequences())
+    assert report["epochs"] == 5 and report["best_epoch"] == 5
+
+
 def test_sampled_softmax_learns_too() -> None:
     model = SASRec(NUM_ITEMS, tiny_config(loss="sampled", n_negatives=10, epochs=10))
     report = model.fit(cyclic_sequences())
