@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-import torch
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,7 +32,7 @@ class Catalog:
         self.popular_size, self.recent_events = popular_size, recent_events
         self.popular: list[str] = []
         self.inactive: frozenset[str] = frozenset()
-        self._masks: dict[tuple[str, int], torch.Tensor] = {}
+        self._masks: dict[tuple[str, int], np.ndarray] = {}
         self._generation = 0
 
     async def refresh(self, session: AsyncSession, *, force: bool = False) -> None:
@@ -82,12 +82,12 @@ class Catalog:
             (inactive.discard if is_active else inactive.add)(item_id)
         self.set_inactive(frozenset(inactive))
 
-    def inactive_indices(self, model: LoadedModel) -> torch.Tensor:
+    def inactive_indices(self, model: LoadedModel) -> np.ndarray:
         """Indices of the model's items that must not be recommended (cached per version)."""
         key = (model.cache_field, self._generation)
         mask = self._masks.get(key)
         if mask is None:
-            mask = torch.tensor(model.indices(sorted(self.inactive)), dtype=torch.long)
+            mask = np.asarray(model.indices(sorted(self.inactive)), dtype=np.int64)
             self._masks = {**self._masks, key: mask}
         return mask
 

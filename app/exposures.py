@@ -7,10 +7,9 @@ import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.tables import Exposure
+from app.db import repo
 from app.observability import Metrics
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class ExposureLog:
             rows = [self.queue.get_nowait() for _ in range(min(self.max_batch, self.queue.qsize()))]
             try:
                 async with self.sessionmaker() as session:
-                    await session.execute(insert(Exposure), rows)
+                    await repo.insert_exposures(session=session, rows=rows)
                     await session.commit()
                 written += len(rows)
             except Exception as error:

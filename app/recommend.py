@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,10 +21,9 @@ from app.config import Settings
 from app.db import repo
 from app.experiments import OVERRIDE, ExperimentBook
 from app.exposures import ExposureLog
-from app.observability import Metrics
+from app.observability import Metrics, new_id
 from app.registry import LoadedModel, ModelRegistry
 from app.routing import assign
-from app.schemas import Recommendation, ScoredItem
 
 
 @dataclass(frozen=True)
@@ -165,17 +164,16 @@ async def build_state(
 
 
 def top_k(
-    model: LoadedModel, vector: torch.Tensor, blocked: torch.Tensor, inactive: torch.Tensor, k: int
+    model: LoadedModel, vector: torch.Tensor, blocked: np.ndarray, k: int
 ) -> list[tuple[str, float]]:
     """One matrix-vector product, masking, torch.topk; -inf entries (masked) are dropped."""
     with torch.inference_mode():
-        scores = model.item_vectors @ vector  # (I,)
-        scores[blocked] = float("-inf")
-        if inactive.numel():
-            scores[inactive] = float("-inf")
-        top = torch.topk(scores, k=min(k, scores.shape[0]))
-    ids, values = top.indices.tolist(), top.values.tolist()
-    return [(model.item_ids[i], v) for i, v in zip(ids, values, strict=True) if v != float("-inf")]
+        scores = torch.mv(model.item_vectors, vector)  # (I,)
+        if len(blocked):
+            scores.index_fill_(0, torch.from_numpy(blocked), float("-inf"))
+        values, indices = torch.topk(scores, k=min(k, scores.shape[0]))
+    ids, item_ids = indices.tolist(), model.item_ids
+    return [(item_ids[i], v) for i, v in zip(ids, values.tolist(), strict=True) if v != -math.inf]
 
 
 async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
@@ -193,8 +191,9 @@ async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
         services.metrics.fallbacks.labels(reason=fallback).inc()
     else:
         excluded = np.asarray(model.indices(list(ask.exclude)), dtype=np.int64)
-        blocked = torch.from_numpy(np.concatenate([state.seen, excluded]))
-        items = top_k(model, state.vector, blocked, services.catalog.inactive_indices(model), ask.k)
+        inactive = services.catalog.inactive_indices(model)
+        blocked = np.concatenate([state.seen, excluded, inactive])
+        items = top_k(model, state.vector, blocked, ask.k)
     if len(items) < ask.k:
         history = await user_history(ask, services) if history is None else history
         items += backfill(items, [*history, *ask.exclude], ask.k, services)
@@ -212,16 +211,17 @@ def backfill(
     return [(item, floor - 1.0 - n) for n, item in enumerate(extra)]
 
 
-async def recommend(ask: Ask, services: Services) -> Recommendation:
-    """Answer one /recommend call and queue its exposure."""
+async def recommend(ask: Ask, services: Services) -> dict[str, Any]:
+    """Answer one /recommend call and queue its exposure; the answer has the shape of
+    `schemas.Recommendation`, as a dict so the route can serialise it without a model."""
     choice = choose(ask, services)
     scored = await score(ask, choice.model, services)
-    recommendation_id = uuid.uuid4().hex
-    model = choice.model
-    services.metrics.recommend_latency.labels(
-        model=model.name, variant=choice.variant or ""
-    ).observe(scored.seconds)
-    services.metrics.exposures.labels(model=model.name, variant=choice.variant or "").inc()
+    recommendation_id = new_id()
+    model, variant = choice.model, choice.variant
+    labels = (model.name, variant or "")
+    services.metrics.recommend_latency.labels(*labels).observe(scored.seconds)
+    services.metrics.exposures.labels(*labels).inc()
+    item_ids = [item for item, _ in scored.items]
     services.exposures.record(
         {
             "recommendation_id": recommendation_id,
@@ -229,18 +229,18 @@ async def recommend(ask: Ask, services: Services) -> Recommendation:
             "model_name": model.name,
             "model_version": model.version,
             "experiment": choice.experiment,
-            "variant": choice.variant,
-            "items": {"items": [item for item, _ in scored.items]},
+            "variant": variant,
+            "items": {"items": item_ids},
             "created_at": datetime.now(UTC),
         }
     )
-    return Recommendation(
-        user_id=ask.user_id,
-        model=model.name,
-        model_version=model.version,
-        variant=choice.variant,
-        experiment=choice.experiment,
-        recommendation_id=recommendation_id,
-        fallback=scored.fallback,
-        items=[ScoredItem(item_id=i, score=s) for i, s in scored.items],
-    )
+    return {
+        "user_id": ask.user_id,
+        "model": model.name,
+        "model_version": model.version,
+        "variant": variant,
+        "experiment": choice.experiment,
+        "recommendation_id": recommendation_id,
+        "fallback": scored.fallback,
+        "items": [{"item_id": i, "score": s} for i, s in scored.items],
+    }

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, text, update
+import orjson
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db.tables import Event, Item, ModelVersion
+from app.db.tables import Event, Exposure, Item, ModelVersion
 
 # One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
 _PG_INSERT_EVENTS = """
@@ -106,6 +107,38 @@ async def _insert_events_pg(*, session: AsyncSession, events: EventColumns) -> i
         except asyncpg.UniqueViolationError:
             status: str = await driver.execute(_PG_INSERT_EVENTS, *arrays)
             return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
+
+
+EXPOSURE_COLUMNS = (
+    "recommendation_id",
+    "user_id",
+    "model_name",
+    "model_version",
+    "experiment",
+    "variant",
+    "items",
+    "created_at",
+)
+
+
+async def insert_exposures(*, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
+    """Store served lists; on Postgres one COPY (the ORM insert cost ~40 us per row in the
+    serving process, a tenth of a warm request's CPU at full load)."""
+    if not rows:
+        return 0
+    if _dialect(session) != "postgresql":
+        await session.execute(insert(Exposure), list(rows))
+        return len(rows)
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    records = (
+        tuple(
+            orjson.dumps(row[c]).decode() if c == "items" else row.get(c) for c in EXPOSURE_COLUMNS
+        )
+        for row in rows
+    )
+    await driver.copy_records_to_table("exposures", records=records, columns=EXPOSURE_COLUMNS)
+    return len(rows)
 
 
 async def upsert_items(*, session: AsyncSession, items: Sequence[dict[str, Any]]) -> int:
