@@ -10,6 +10,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -18,12 +19,34 @@ import redis.asyncio as aioredis
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One read of a user: the vector for one model version, else the cached history, and the
+    user's generation (bumped by every write of events) for a conditional store later."""
+
+    vector: bytes | None
+    history: list[str] | None
+    generation: bytes
+
+
+MISS = Lookup(None, None, b"")  # what a failed read looks like: nothing cached, no generation
+
+
 class CacheBackend(Protocol):
     """What the service needs from a cache."""
 
     kind: str
 
     async def ping(self) -> None: ...
+    async def lookup(self, user_id: str, field: str) -> Lookup: ...
+    async def store(
+        self,
+        user_id: str,
+        field: str,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+    ) -> bool: ...
     async def get_history(self, user_id: str) -> list[str] | None: ...
     async def set_history(self, user_id: str, items: Sequence[str]) -> None: ...
     async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None: ...
@@ -33,15 +56,16 @@ class CacheBackend(Protocol):
     async def close(self) -> None: ...
 
 
-# ARGV: key prefix, history length, {user: [items]} as JSON. Appends only to histories that
-# are cached (an uncached one reloads in full from the database), trims them, and drops the
-# users' vectors. One argument instead of thousands: redis-py packs arguments in Python at about
-# 2 us each, which made a pipeline of three commands per user cost ~0.1 ms per user. Keys are
-# built inside the script, so this needs a standalone Redis (not Redis Cluster). RPUSH goes in
-# slices because Lua's unpack() has a stack limit.
+# ARGV: key prefix, history length, TTL, {user: [items]} as JSON. Appends only to histories that
+# are cached (an uncached one reloads in full from the database), trims them, drops the users'
+# vectors and bumps their generation, so a vector computed from the older history is not stored.
+# One argument instead of thousands: redis-py packs arguments in Python at about 2 us each, which
+# made a pipeline of three commands per user cost ~0.1 ms per user. Keys are built inside the
+# script, so this needs a standalone Redis (not Redis Cluster). RPUSH goes in slices because
+# Lua's unpack() has a stack limit.
 APPEND_SCRIPT = """
-local prefix, keep = ARGV[1], tonumber(ARGV[2])
-for user, items in pairs(cjson.decode(ARGV[3])) do
+local prefix, keep, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+for user, items in pairs(cjson.decode(ARGV[4])) do
   local history = prefix .. 'hist:' .. user
   if redis.call('EXISTS', history) == 1 then
     for start = 1, #items, 1000 do
@@ -50,8 +74,43 @@ for user, items in pairs(cjson.decode(ARGV[3])) do
     redis.call('LTRIM', history, -keep, -1)
   end
   redis.call('DEL', prefix .. 'uvec:' .. user)
+  redis.call('INCR', prefix .. 'gen:' .. user)
+  redis.call('EXPIRE', prefix .. 'gen:' .. user, ttl)
 end
 return 0
+"""
+
+# KEYS: vectors, history, generation; ARGV: model field. One round trip for a request: the
+# vector, or on a miss the cached history. Flat reply, as Lua arrays cannot hold nil:
+# {generation, vector or '', 1 if the history is cached else 0, items...}.
+LOOKUP_SCRIPT = """
+local generation = redis.call('GET', KEYS[3]) or ''
+local vector = redis.call('HGET', KEYS[1], ARGV[1])
+if vector then return {generation, vector, 0} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {generation, '', 0} end
+local reply = {generation, '', 1}
+for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do reply[#reply + 1] = item end
+return reply
+"""
+
+# KEYS: vectors, history, generation; ARGV: generation seen at lookup, model field, vector or ''
+# (history only), TTL, history length, history as JSON or ''. Writes nothing when events arrived
+# since the lookup (the generation moved): the vector and history came from an older history.
+STORE_SCRIPT = """
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return 0 end
+if ARGV[6] ~= '' then
+  local items = cjson.decode(ARGV[6])
+  redis.call('DEL', KEYS[2])
+  for start = math.max(1, #items - tonumber(ARGV[5]) + 1), #items, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(items, start, math.min(start + 999, #items)))
+  end
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+return 1
 """
 
 
@@ -66,6 +125,8 @@ class RedisCache:
         )
         self.prefix, self.history_len, self.ttl_s = prefix, history_len, ttl_s
         self._append_script = self.client.register_script(APPEND_SCRIPT)
+        self._lookup_script = self.client.register_script(LOOKUP_SCRIPT)
+        self._store_script = self.client.register_script(STORE_SCRIPT)
 
     def _history_key(self, user_id: str) -> str:
         return f"{self.prefix}hist:{user_id}"
@@ -73,9 +134,41 @@ class RedisCache:
     def _vector_key(self, user_id: str) -> str:
         return f"{self.prefix}uvec:{user_id}"
 
+    def _keys(self, user_id: str) -> list[str]:
+        """The user's vector, history and generation keys."""
+        return [f"{self.prefix}{kind}:{user_id}" for kind in ("uvec", "hist", "gen")]
+
     async def ping(self) -> None:
         """Round trip; raises when Redis is unreachable."""
         await self.client.ping()
+
+    async def lookup(self, user_id: str, field: str) -> Lookup:
+        """The vector, or the cached history on a miss, and the generation: one round trip."""
+        reply = await self._lookup_script(keys=self._keys(user_id), args=[field])
+        history = [item.decode() for item in reply[3:]] if reply[2] else None
+        return Lookup(reply[1] or None, history, reply[0])
+
+    async def store(
+        self,
+        user_id: str,
+        field: str,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+    ) -> bool:
+        """Cache the vector (and the history read from the database) unless events arrived
+        since `seen` was read; True when stored."""
+        payload = "" if history is None else orjson.dumps(list(history)).decode()
+        blob = vector or b""
+        args: list[bytes | str | int] = [
+            seen.generation,
+            field,
+            blob,
+            self.ttl_s,
+            self.history_len,
+            payload,
+        ]
+        return bool(await self._store_script(keys=self._keys(user_id), args=args))
 
     async def get_history(self, user_id: str) -> list[str] | None:
         """The cached recent history, oldest first, or None when not cached."""
@@ -99,7 +192,8 @@ class RedisCache:
         """Append to histories that are cached and drop the users' vectors: one script call."""
         if histories:
             payload = orjson.dumps(histories).decode()
-            await self._append_script(keys=[], args=[self.prefix, self.history_len, payload])
+            args: list[str | int] = [self.prefix, self.history_len, self.ttl_s, payload]
+            await self._append_script(keys=[], args=args)
 
     async def get_vector(self, user_id: str, field: str) -> bytes | None:
         """A cached user vector for one model version."""
@@ -115,12 +209,18 @@ class RedisCache:
             await pipe.execute()
 
     async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:
-        """Forget users' vectors (and their histories when erasing)."""
+        """Forget users' vectors (and their histories when erasing); bump their generations."""
+        if not user_ids:
+            return
         keys = [self._vector_key(u) for u in user_ids]
         if history:
             keys += [self._history_key(u) for u in user_ids]
-        if keys:
-            await self.client.delete(*keys)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys)
+            for user_id in user_ids:
+                pipe.incr(f"{self.prefix}gen:{user_id}")
+                pipe.expire(f"{self.prefix}gen:{user_id}", self.ttl_s)
+            await pipe.execute()
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -136,6 +236,7 @@ class LocalCache:
         self.max_users, self.history_len, self.ttl_s = max_users, history_len, ttl_s
         self.histories: OrderedDict[str, list[str]] = OrderedDict()
         self.vectors: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
+        self.generations: dict[str, int] = {}  # bumped by writes; a counter per process suffices
 
     def _evict(self, store: OrderedDict[str, Any]) -> None:
         while len(store) > self.max_users:
@@ -143,6 +244,35 @@ class LocalCache:
 
     async def ping(self) -> None:
         """Always reachable."""
+
+    def _generation(self, user_id: str) -> bytes:
+        return str(self.generations.get(user_id, 0)).encode()
+
+    def _bump(self, user_id: str) -> None:
+        self.generations[user_id] = self.generations.get(user_id, 0) + 1
+
+    async def lookup(self, user_id: str, field: str) -> Lookup:
+        """The vector, or the cached history on a miss, and the generation."""
+        vector = await self.get_vector(user_id, field)
+        history = None if vector is not None else await self.get_history(user_id)
+        return Lookup(vector, history, self._generation(user_id))
+
+    async def store(
+        self,
+        user_id: str,
+        field: str,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+    ) -> bool:
+        """Cache the vector (and history) unless events arrived since `seen` was read."""
+        if self._generation(user_id) != seen.generation:
+            return False
+        if history is not None:
+            await self.set_history(user_id, history)
+        if vector is not None:
+            await self.set_vector(user_id, field, vector)
+        return True
 
     async def get_history(self, user_id: str) -> list[str] | None:
         """The cached recent history, or None."""
@@ -164,6 +294,7 @@ class LocalCache:
                 cached.extend(items)
                 del cached[: -self.history_len]
             self.vectors.pop(user_id, None)
+            self._bump(user_id)
 
     async def get_vector(self, user_id: str, field: str) -> bytes | None:
         """A cached, unexpired user vector."""
@@ -183,8 +314,9 @@ class LocalCache:
         self._evict(self.vectors)
 
     async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:
-        """Forget users' vectors (and histories)."""
+        """Forget users' vectors (and histories); bump their generations."""
         for user_id in user_ids:
+            self._bump(user_id)
             self.vectors.pop(user_id, None)
             if history:
                 self.histories.pop(user_id, None)
@@ -216,6 +348,31 @@ class SafeCache:
             self._failed("ping", error)
             return "degraded"
         return "ok"
+
+    async def lookup(self, user_id: str, field: str) -> Lookup:
+        """What the cache holds for the user, or MISS on an error."""
+        try:
+            return await self.backend.lookup(user_id, field)
+        except Exception as error:
+            self._failed("lookup", error)
+            return MISS
+
+    async def store(
+        self,
+        user_id: str,
+        field: str,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+    ) -> bool:
+        """Conditional store; False when skipped, or on an error (counted) or after a MISS."""
+        if seen is MISS:  # the cache failed on read: its generation is unknown
+            return False
+        try:
+            return await self.backend.store(user_id, field, seen, vector, history)
+        except Exception as error:
+            self._failed("store", error)
+            return False
 
     async def get_history(self, user_id: str) -> list[str] | None:
         """History, or None on a miss or an error."""

@@ -126,41 +126,60 @@ class UserState:
         return cls(vector, np.frombuffer(blob, "<i4", n, 8 + 4 * d).astype(np.int64))
 
 
-async def user_history(ask: Ask, services: Services) -> list[str]:
-    """The caller's history, else the cached list, else the database (then cached)."""
+async def database_history(user_id: str, services: Services) -> list[str]:
+    """The user's latest events from the database, oldest first."""
+    async with services.reader.connect() as connection:
+        return await repo.user_history(
+            session=connection, user_id=user_id, limit=services.settings.history_len
+        )
+
+
+async def stored_history(ask: Ask, services: Services) -> list[str]:
+    """The caller's history, else the cached list, else the database."""
     if ask.history is not None:
         return list(ask.history)
     cached = await services.cache.get_history(ask.user_id)
-    if cached is not None:
-        return cached
-    async with services.reader.connect() as connection:
-        history = await repo.user_history(
-            session=connection, user_id=ask.user_id, limit=services.settings.history_len
-        )
-    if history:
-        await services.cache.run("set_history", ask.user_id, history)
-    return history
+    return cached if cached is not None else await database_history(ask.user_id, services)
 
 
-async def cached_state(ask: Ask, model: LoadedModel, services: Services) -> UserState | None:
-    """This model version's cached state of the user (never for anonymous histories)."""
+@dataclass
+class Found:
+    """A user's state for one model, and the history it came from when it had to be built."""
+
+    state: UserState | None
+    history: list[str] | None = None
+
+
+async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
+    """The cached state (one cache round trip), else one built from the history: the caller's,
+    the cached list, or the database. A built state is cached unless events arrived meanwhile;
+    anonymous histories are never cached."""
     if ask.history is not None:
+        history = list(ask.history)
+        return Found(await encode(model, history, services), history)
+    seen = await services.cache.lookup(ask.user_id, model.cache_field)
+    state = None if seen.vector is None else UserState.unpack(seen.vector, model.dim)
+    services.metrics.cache_lookups.labels("miss" if state is None else "hit").inc()
+    if state is not None:
+        return Found(state)
+    loaded = seen.history is None
+    history = await database_history(ask.user_id, services) if loaded else seen.history or []
+    state = await encode(model, history, services)
+    if state is not None or (loaded and history):
+        vector = None if state is None else state.pack()
+        await services.cache.store(
+            ask.user_id, model.cache_field, seen, vector, history if loaded else None
+        )
+    return Found(state, history)
+
+
+async def encode(model: LoadedModel, history: list[str], services: Services) -> UserState | None:
+    """The model's vector of a history (SASRec's encoder, MF's fold-in); None when the model
+    knows none of its items."""
+    indices = np.asarray(model.indices(history), dtype=np.int64)
+    if not len(indices):
         return None
-    blob = await services.cache.get_vector(ask.user_id, model.cache_field)
-    state = None if blob is None else UserState.unpack(blob, model.item_vectors.shape[1])
-    services.metrics.cache_lookups.labels(result="miss" if state is None else "hit").inc()
-    return state
-
-
-async def build_state(
-    ask: Ask, model: LoadedModel, seen: list[int], services: Services
-) -> UserState:
-    """Encode the history with the model (SASRec's encoder, MF's fold-in), then cache it."""
-    indices = np.asarray(seen, dtype=np.int64)
-    state = UserState(await services.encoder.encode(model, indices), indices)
-    if ask.history is None:
-        await services.cache.run("set_vector", ask.user_id, model.cache_field, state.pack())
-    return state
+    return UserState(await services.encoder.encode(model, indices), indices)
 
 
 def top_k(
@@ -179,15 +198,10 @@ def top_k(
 async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
     """The model's top-k for the user, backfilled from popularity; popularity for unknown users."""
     started = time.perf_counter()
-    history = None
-    state = await cached_state(ask, model, services)
+    found = await user_state(ask, model, services)
+    fallback, items, state = None, [], found.state
     if state is None:
-        history = await user_history(ask, services)
-        seen = model.indices(history)
-        state = await build_state(ask, model, seen, services) if seen else None
-    fallback, items = None, []
-    if state is None:
-        fallback = "no_known_items" if history else "unknown_user"
+        fallback = "no_known_items" if found.history else "unknown_user"
         services.metrics.fallbacks.labels(reason=fallback).inc()
     else:
         excluded = np.asarray(model.indices(list(ask.exclude)), dtype=np.int64)
@@ -195,7 +209,7 @@ async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
         blocked = np.concatenate([state.seen, excluded, inactive])
         items = top_k(model, state.vector, blocked, ask.k)
     if len(items) < ask.k:
-        history = await user_history(ask, services) if history is None else history
+        history = await stored_history(ask, services) if found.history is None else found.history
         items += backfill(items, [*history, *ask.exclude], ask.k, services)
     return Scored(items, fallback, time.perf_counter() - started)
 

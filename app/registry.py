@@ -39,6 +39,11 @@ class LoadedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
+    def dim(self) -> int:
+        """Width of the user and item vectors."""
+        return int(self.item_vectors.shape[1])
+
+    @property
     def cache_field(self) -> str:
         """The cache key part that ties a user vector to this exact version."""
         return f"{self.name}:{self.version}"

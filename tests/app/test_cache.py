@@ -50,3 +50,32 @@ async def test_vectors_are_per_model_version(cache: CacheBackend) -> None:
     assert await cache.get_vector("a", "sasrec:v1") is None
     await cache.drop_users(["a"])
     assert await cache.get_vector("a", "mf:v2") is None
+
+
+async def test_lookup_gives_the_vector_else_the_cached_history(cache: CacheBackend) -> None:
+    empty = await cache.lookup("a", "mf:v1")
+    assert empty.vector is None and empty.history is None
+    assert await cache.store("a", "mf:v1", empty, b"vec", ["1", "2"])
+    assert (await cache.lookup("a", "mf:v1")).vector == b"vec"
+    other = await cache.lookup("a", "sasrec:v1")  # another model: its vector is not there
+    assert other.vector is None and other.history == ["1", "2"]
+
+
+async def test_store_keeps_only_the_newest_history_len_items(cache: CacheBackend) -> None:
+    seen = await cache.lookup("c", "mf:v1")
+    assert await cache.store("c", "mf:v1", seen, None, [str(n) for n in range(2500)])
+    assert (await cache.lookup("c", "mf:v1")).history == ["2495", "2496", "2497", "2498", "2499"]
+    assert (await cache.lookup("c", "mf:v1")).vector is None  # a history-only store
+
+
+async def test_store_is_skipped_when_events_arrived_after_the_lookup(cache: CacheBackend) -> None:
+    # A vector built from the history read before an event would hide that event until its TTL.
+    seen = await cache.lookup("a", "mf:v1")
+    await cache.append_history({"a": ["3"]})
+    assert not await cache.store("a", "mf:v1", seen, b"stale", ["1", "2"])
+    assert await cache.get_vector("a", "mf:v1") is None and await cache.get_history("a") is None
+    seen = await cache.lookup("a", "mf:v1")
+    await cache.drop_users(["a"])
+    assert not await cache.store("a", "mf:v1", seen, b"stale", None)
+    assert await cache.store("a", "mf:v1", await cache.lookup("a", "mf:v1"), b"fresh", None)
+    assert await cache.get_vector("a", "mf:v1") == b"fresh"
