@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.cache import SafeCache
 from app.catalog import Catalog
 from app.config import Settings
+from app.db.history import HistoryReader
 from app.experiments import ExperimentBook
 from app.exposures import ExposureLog
 from app.observability import Metrics
@@ -72,12 +73,15 @@ async def serving(
         registry=ModelRegistry(settings.model_dir, default_model=settings.default_model),
         cache=cache,
         sessionmaker=sessionmaker,
-        reader=engine.execution_options(isolation_level="AUTOCOMMIT"),
+        history=HistoryReader(
+            engine, connect_timeout_s=settings.db_connect_timeout_s, pool_size=settings.db_pool_size
+        ),
         catalog=Catalog(sessionmaker),
         experiments=ExperimentBook(),
         exposures=ExposureLog(sessionmaker, metrics),
         metrics=metrics,
     )
+    await services.history.start()
     await refresh(services)
     services.exposures.start()
     upkeep = asyncio.create_task(_refresh_forever(services), name="refresh")
@@ -88,3 +92,4 @@ async def serving(
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
         await services.exposures.stop()
+        await services.history.close()

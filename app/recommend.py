@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import HTTPException
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.batcher import EncodeBatcher
 from app.cache import SafeCache
 from app.catalog import Catalog
 from app.config import Settings
-from app.db import repo
+from app.db.history import HistoryReader
 from app.experiments import OVERRIDE, ExperimentBook
 from app.exposures import ExposureLog
 from app.observability import Metrics, new_id
@@ -46,7 +46,7 @@ class Services:
     registry: ModelRegistry
     cache: SafeCache
     sessionmaker: async_sessionmaker[AsyncSession]
-    reader: AsyncEngine  # autocommit: single reads skip BEGIN/ROLLBACK round trips
+    history: HistoryReader  # the hot path's one database read
     catalog: Catalog
     experiments: ExperimentBook
     exposures: ExposureLog
@@ -128,10 +128,7 @@ class UserState:
 
 async def database_history(user_id: str, services: Services) -> list[str]:
     """The user's latest events from the database, oldest first."""
-    async with services.reader.connect() as connection:
-        return await repo.user_history(
-            session=connection, user_id=user_id, limit=services.settings.history_len
-        )
+    return await services.history(user_id, services.settings.history_len)
 
 
 async def stored_history(ask: Ask, services: Services) -> list[str]:

@@ -90,6 +90,20 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, L, D/H)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
 
+    def forward_at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The output at one position per row, `last` (B,): keys and values at every position,
+        one query per row (inference: an L x L attention becomes 1 x L)."""
+        B, L, D = x.shape
+        H = self.heads
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[torch.arange(B), last], weight[:D], bias[:D])  # (B, D)
+        k, v = F.linear(x, weight[D:], bias[D:]).split(D, dim=2)  # 2 x (B, L, D)
+        q = q.view(B, H, 1, D // H)
+        k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in (k, v))  # (B, H, L, D/H)
+        visible = torch.arange(L, device=x.device)[None, :] <= last[:, None]  # (B, L) causal
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :])
+        return self.proj(y.reshape(B, D))  # (B, D)
+
 
 class FeedForward(nn.Module):
     """Position-wise two-layer MLP."""
@@ -118,6 +132,11 @@ class Block(nn.Module):
         x = x + self.drop(self.attn(self.ln_attn(x)))  # (B, L, D)
         return x + self.drop(self.ffn(self.ln_ffn(x)))  # (B, L, D)
 
+    def forward_at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The block's output (B, D) at position `last` of each row only (inference)."""
+        y = x[torch.arange(x.shape[0]), last] + self.attn.forward_at(self.ln_attn(x), last)
+        return y + self.ffn(self.ln_ffn(y))  # (B, D)
+
 
 class SASRecNet(nn.Module):
     """Item + position embeddings, causal blocks, final LayerNorm; item table doubles as output."""
@@ -143,6 +162,17 @@ class SASRecNet(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.ln_out(x)  # (B, L, D)
+
+    def last_states(self, seqs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """forward(seqs)[arange(B), last] without computing the other positions of the final
+        block: about half the cost of encoding a user for serving."""
+        pos = torch.arange(seqs.shape[1], device=seqs.device)  # (L,)
+        x = self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+        *early, final = self.blocks
+        for block in early:
+            x = block(x)
+        assert isinstance(final, Block)
+        return self.ln_out(final.forward_at(x, last))  # (B, D)
 
     def items(self) -> torch.Tensor:
         """Output item table without the padding row: (I, D)."""
@@ -222,6 +252,20 @@ def _exclude(
     target = chunk[y, cols]  # (C,) advanced indexing copies
     chunk[items[lo:hi], rows[lo:hi] - start] = value
     chunk[y, cols] = target
+
+
+def length_groups(lengths: Sequence[int], max_batch: int, ratio: float = 2.0) -> list[np.ndarray]:
+    """Row indices in groups of similar length (longest <= ratio x shortest, floor 8 items),
+    at most max_batch each: every group is padded to its longest, so mixing a 20-item history
+    with a 200-item one would spend 10x the attention work on padding."""
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    groups, start = [], 0
+    for end in range(1, len(order) + 1):
+        full = end - start == max_batch
+        if end == len(order) or full or lengths[order[end]] > ratio * max(lengths[order[start]], 8):
+            groups.append(order[start:end])
+            start = end
+    return groups
 
 
 def pad_right(seqs: Sequence[np.ndarray], pad: int) -> torch.Tensor:
@@ -446,9 +490,7 @@ class SASRec(Recommender):
         """Encode the last max_len items of each history; the state at its last item: (B, D)."""
         seqs = [self._window(h) for h in histories]
         out = torch.empty(len(seqs), self.config.hidden)
-        order = np.argsort([len(s) for s in seqs], kind="stable")  # similar lengths together
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in length_groups([len(s) for s in seqs], batch_size):
             out[torch.from_numpy(rows)] = self._encode_last([seqs[r] for r in rows])
         return out
 
@@ -462,8 +504,8 @@ class SASRec(Recommender):
     def _encode_last(self, seqs: list[np.ndarray]) -> torch.Tensor:
         """Last-position states (B, D); empty histories get the mean training user vector."""
         lengths = torch.tensor([len(s) for s in seqs])  # (B,)
-        hidden = self.net(pad_right(seqs, self.net.pad))  # (B, L, D)
-        last = hidden[torch.arange(len(seqs)), (lengths - 1).clamp(min=0)]  # (B, D)
+        padded = pad_right(seqs, self.net.pad)  # (B, L)
+        last = self.net.last_states(padded, (lengths - 1).clamp(min=0))  # (B, D)
         return torch.where((lengths > 0)[:, None], last, self.net.empty_user)
 
     @torch.inference_mode()

@@ -172,6 +172,12 @@ async def count_events(*, session: AsyncSession) -> int:
     return int(result.scalar_one())
 
 
+# user_history() for a bare asyncpg connection (the serving hot path, app/db/history.py).
+PG_USER_HISTORY = """
+SELECT item_id FROM events WHERE user_id = $1 ORDER BY event_time DESC, id DESC LIMIT $2
+"""
+
+
 async def user_history(
     *, session: AsyncSession | AsyncConnection, user_id: str, limit: int
 ) -> list[str]:

@@ -13,6 +13,8 @@ from models.sasrec import (
     SASRec,
     SASRecConfig,
     length_batches,
+    length_groups,
+    pad_right,
     seen_items,
     training_pairs,
 )
@@ -204,3 +206,22 @@ def test_history_masked_cross_entropy_leaves_seen_items_out(
     got = torch.autograd.grad(loss, (states, table))
     for g, w in zip(got, torch.autograd.grad(expected, (states, table)), strict=True):
         torch.testing.assert_close(g, w)
+
+
+def test_last_states_match_the_full_forward_at_each_last_position(trained: SASRec) -> None:
+    seqs = [np.arange(n) % NUM_ITEMS for n in (1, 5, 12, 3)]
+    padded = pad_right(seqs, trained.net.pad)
+    last = torch.tensor([len(s) - 1 for s in seqs])
+    trained.net.eval()
+    with torch.inference_mode():
+        full = trained.net(padded)[torch.arange(len(seqs)), last]
+        torch.testing.assert_close(trained.net.last_states(padded, last), full)
+
+
+def test_length_groups_cover_every_row_once_with_similar_lengths() -> None:
+    lengths = [1, 200, 9, 17, 150, 16, 40, 8, 199, 3, 80, 81]
+    groups = length_groups(lengths, max_batch=3)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+    for group in groups:
+        sizes = [lengths[i] for i in group]
+        assert len(group) <= 3 and max(sizes) <= 2 * max(min(sizes), 8)
