@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Iterable
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,7 +31,7 @@ class Catalog:
         self.popular_size, self.recent_events = popular_size, recent_events
         self.popular: list[str] = []
         self.inactive: frozenset[str] = frozenset()
-        self._masks: dict[tuple[str, int], np.ndarray] = {}
+        self._masks: dict[tuple[str, int], frozenset[int]] = {}
         self._generation = 0
 
     async def refresh(self, session: AsyncSession, *, force: bool = False) -> None:
@@ -82,12 +81,12 @@ class Catalog:
             (inactive.discard if is_active else inactive.add)(item_id)
         self.set_inactive(frozenset(inactive))
 
-    def inactive_indices(self, model: LoadedModel) -> np.ndarray:
+    def inactive_indices(self, model: LoadedModel) -> frozenset[int]:
         """Indices of the model's items that must not be recommended (cached per version)."""
         key = (model.cache_field, self._generation)
         mask = self._masks.get(key)
         if mask is None:
-            mask = np.asarray(model.indices(sorted(self.inactive)), dtype=np.int64)
+            mask = frozenset(model.indices(sorted(self.inactive)))
             self._masks = {**self._masks, key: mask}
         return mask
 

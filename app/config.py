@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     # Length of the per-user recent-history list kept in the cache.
     history_len: int = Field(default=200, ge=1)
+    # Best unseen items ranked and cached with each user vector: a request whose k (after its
+    # exclusions) fits is answered from this list without scoring the catalog.
+    ranked_items: int = Field(default=100, ge=1, le=1000)
     user_vector_ttl_s: int = Field(default=3600, ge=1)
     cache_timeout_s: float = Field(default=0.25, gt=0)
     local_cache_size: int = Field(default=100_000, ge=1)

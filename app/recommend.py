@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import struct
 import time
+from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,26 +104,60 @@ def choose(ask: Ask, services: Services) -> Choice:
 @dataclass(frozen=True)
 class UserState:
     """What scoring needs about a user for one model version, cached as one blob so a warm
-    request is a single cache read: the user vector and the history items the model knows."""
+    request is a single cache read: the vector, the history items the model knows, and the
+    model's best unseen items (an exact top-`limit` list most requests are answered from)."""
 
-    vector: torch.Tensor  # (D,) float32
+    vector: np.ndarray  # (D,) float32
     seen: np.ndarray  # (n,) int64 item indices, to mask
+    ranked: np.ndarray  # (m,) item indices, best first, seen items left out
+    ranked_scores: np.ndarray  # (m,) float32
+    limit: int  # the list's requested length: m < limit means every unseen item is in it
 
     def pack(self) -> bytes:
-        """<dim:int32><n:int32><vector float32 x dim><seen int32 x n>."""
-        header = struct.pack("<ii", self.vector.shape[0], len(self.seen))
-        return header + self.vector.numpy().tobytes() + self.seen.astype("<i4").tobytes()
+        """<dim, n, m, limit: int32><vector f32 x dim><seen i32 x n><ranked i32 x m><f32 x m>."""
+        header = struct.pack(
+            "<iiii", len(self.vector), len(self.seen), len(self.ranked), self.limit
+        )
+        return b"".join(
+            (
+                header,
+                self.vector.astype("<f4").tobytes(),
+                self.seen.astype("<i4").tobytes(),
+                self.ranked.astype("<i4").tobytes(),
+                self.ranked_scores.astype("<f4").tobytes(),
+            )
+        )
 
     @classmethod
     def unpack(cls, blob: bytes, dim: int) -> UserState | None:
         """The state, or None when the blob does not fit this model (stale or foreign)."""
-        if len(blob) < 8:
+        if len(blob) < 16:
             return None
-        d, n = struct.unpack_from("<ii", blob)
-        if d != dim or len(blob) != 8 + 4 * (d + n):
+        d, n, m, limit = struct.unpack_from("<iiii", blob)
+        if d != dim or len(blob) != 16 + 4 * (d + n + 2 * m):
             return None
-        vector = torch.from_numpy(np.frombuffer(blob, np.float32, d, 8).copy())
-        return cls(vector, np.frombuffer(blob, "<i4", n, 8 + 4 * d).astype(np.int64))
+        offsets = np.cumsum([16, 4 * d, 4 * n, 4 * m])
+        return cls(
+            vector=np.frombuffer(blob, "<f4", d, offsets[0]),
+            seen=np.frombuffer(blob, "<i4", n, offsets[1]).astype(np.int64),
+            ranked=np.frombuffer(blob, "<i4", m, offsets[2]),
+            ranked_scores=np.frombuffer(blob, "<f4", m, offsets[3]),
+            limit=limit,
+        )
+
+    def answer(
+        self, model: LoadedModel, blocked: Set[int], k: int
+    ) -> list[tuple[str, float]] | None:
+        """The top k from the ranked list without the blocked items, or None when the list runs
+        out before k and does not hold every unseen item (the caller scores the catalog)."""
+        out: list[tuple[str, float]] = []
+        item_ids = model.item_ids
+        for index, value in zip(self.ranked.tolist(), self.ranked_scores.tolist(), strict=True):
+            if index not in blocked:
+                out.append((item_ids[index], value))
+                if len(out) == k:
+                    return out
+        return out if len(self.ranked) < self.limit else None
 
 
 async def database_history(user_id: str, services: Services) -> list[str]:
@@ -171,25 +205,42 @@ async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
 
 
 async def encode(model: LoadedModel, history: list[str], services: Services) -> UserState | None:
-    """The model's vector of a history (SASRec's encoder, MF's fold-in); None when the model
-    knows none of its items."""
+    """The model's vector of a history (SASRec's encoder, MF's fold-in) and its ranked list;
+    None when the model knows none of the history's items."""
     indices = np.asarray(model.indices(history), dtype=np.int64)
     if not len(indices):
         return None
-    return UserState(await services.encoder.encode(model, indices), indices)
+    vector = await services.encoder.encode(model, indices)
+    limit = services.settings.ranked_items
+    ranked, values = rank(model, vector, indices, limit)
+    return UserState(vector.numpy(), indices, ranked, values, limit)
 
 
-def top_k(
+def rank(
     model: LoadedModel, vector: torch.Tensor, blocked: np.ndarray, k: int
-) -> list[tuple[str, float]]:
-    """One matrix-vector product, masking, torch.topk; -inf entries (masked) are dropped."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """One matrix-vector product, masking, torch.topk: the best k unblocked item indices and
+    their scores (fewer when fewer items are left)."""
     with torch.inference_mode():
         scores = torch.mv(model.item_vectors, vector)  # (I,)
         if len(blocked):
             scores.index_fill_(0, torch.from_numpy(blocked), float("-inf"))
         values, indices = torch.topk(scores, k=min(k, scores.shape[0]))
-    ids, item_ids = indices.tolist(), model.item_ids
-    return [(item_ids[i], v) for i, v in zip(ids, values.tolist(), strict=True) if v != -math.inf]
+        kept = values.isfinite()  # masked items score -inf
+        return indices[kept].numpy().astype(np.int32), values[kept].numpy()
+
+
+def top_k(
+    model: LoadedModel, state: UserState, excluded: list[int], inactive: frozenset[int], k: int
+) -> list[tuple[str, float]]:
+    """From the cached ranked list when it suffices, else by scoring the whole catalog."""
+    answer = state.answer(model, inactive.union(excluded) if excluded else inactive, k)
+    if answer is not None:
+        return answer
+    blocked = np.concatenate([state.seen, np.asarray([*excluded, *inactive], dtype=np.int64)])
+    ranked, values = rank(model, torch.from_numpy(state.vector.copy()), blocked, k)
+    item_ids = model.item_ids
+    return [(item_ids[i], v) for i, v in zip(ranked.tolist(), values.tolist(), strict=True)]
 
 
 async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
@@ -201,10 +252,9 @@ async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
         fallback = "no_known_items" if found.history else "unknown_user"
         services.metrics.fallbacks.labels(reason=fallback).inc()
     else:
-        excluded = np.asarray(model.indices(list(ask.exclude)), dtype=np.int64)
+        excluded = model.indices(list(ask.exclude)) if ask.exclude else []
         inactive = services.catalog.inactive_indices(model)
-        blocked = np.concatenate([state.seen, excluded, inactive])
-        items = top_k(model, state.vector, blocked, ask.k)
+        items = top_k(model, state, excluded, inactive, ask.k)
     if len(items) < ask.k:
         history = await stored_history(ask, services) if found.history is None else found.history
         items += backfill(items, [*history, *ask.exclude], ask.k, services)

@@ -149,3 +149,18 @@ async def test_erase_user(client: httpx.AsyncClient) -> None:
     assert erased["events"] == 3
     body = (await client.get("/recommend", params={"user_id": "jill", "model": "mf"})).json()
     assert body["fallback"] == "unknown_user"
+
+
+async def test_ranked_list_and_catalog_scoring_agree(serving_settings: Settings) -> None:
+    # A 3-item cached list: k=2 is answered from it; k=10, or k=2 after excluding two of its
+    # items, needs the whole catalog scored. Both paths must give the same ranking.
+    settings = serving_settings.model_copy(update={"ranked_items": 3})
+    async with running_app(settings) as client:
+        await post_history(client, "ivy", GROUP[:4])
+        params = {"user_id": "ivy", "model": "mf"}
+        full = ids(await client.get("/recommend", params={**params, "k": 10}))
+        assert ids(await client.get("/recommend", params={**params, "k": 2})) == full[:2]
+        excluded = ids(
+            await client.get("/recommend", params={**params, "k": 2, "exclude": full[:2]})
+        )
+        assert excluded == full[2:4]

@@ -1,0 +1,62 @@
+"""The cached per-user state: its binary form and answers from its ranked list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.recommend import UserState
+from app.registry import LoadedModel
+from models.popularity import Popularity
+
+
+def model(items: int = 10) -> LoadedModel:
+    """A loaded model stand-in: only item ids and vectors matter here."""
+    meta: dict[str, Any] = {}
+    ids = [f"i{n}" for n in range(items)]
+    return LoadedModel(
+        name="m",
+        version="v1",
+        path=Path("."),
+        model=Popularity(items),
+        item_ids=ids,
+        item_index={i: n for n, i in enumerate(ids)},
+        item_vectors=torch.zeros(items, 4),
+        meta=meta,
+    )
+
+
+def state(ranked: list[int], limit: int) -> UserState:
+    scores = np.linspace(1.0, 0.1, len(ranked), dtype=np.float32)
+    return UserState(
+        vector=np.arange(4, dtype=np.float32),
+        seen=np.array([7, 8], dtype=np.int64),
+        ranked=np.array(ranked, dtype=np.int32),
+        ranked_scores=scores,
+        limit=limit,
+    )
+
+
+def test_pack_round_trip_and_foreign_blobs_are_refused() -> None:
+    original = state([3, 1, 4], limit=3)
+    restored = UserState.unpack(original.pack(), dim=4)
+    assert restored is not None
+    for name in ("vector", "seen", "ranked", "ranked_scores"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(original, name))
+    assert restored.limit == 3
+    assert UserState.unpack(original.pack(), dim=5) is None  # another model's width
+    assert UserState.unpack(original.pack()[:-1], dim=4) is None  # truncated
+    assert UserState.unpack(b"\x00" * 8, dim=4) is None  # the old, shorter format
+
+
+def test_answer_skips_blocked_items_and_knows_when_it_runs_out() -> None:
+    m = model()
+    full = state([3, 1, 4, 0], limit=4)  # holds the top 4 of a longer ranking
+    assert [i for i, _ in full.answer(m, frozenset(), 2) or []] == ["i3", "i1"]
+    assert [i for i, _ in full.answer(m, frozenset({3}), 2) or []] == ["i1", "i4"]
+    assert full.answer(m, frozenset({3, 1, 4}), 2) is None  # too few left: score the catalog
+    complete = state([3, 1], limit=5)  # shorter than asked: every unseen item is in it
+    assert [i for i, _ in complete.answer(m, frozenset({3}), 2) or []] == ["i1"]
