@@ -130,6 +130,19 @@ class Recommendation(BaseModel):
     items: list[ScoredItem]
 
 
+class RecommendQuery(BaseModel):
+    """GET /recommend's query parameters. The route validates them itself, in one call:
+    FastAPI's per-parameter validation was ~7% of a warm request's CPU."""
+
+    user_id: str = Field(min_length=1, max_length=256)
+    k: int = Field(default=10, ge=1, le=1000, description="how many items")
+    model: str | None = Field(default=None, description="a loaded model; overrides experiments")
+    experiment: str | None = Field(default=None, description="the experiment that picks the arm")
+    exclude: list[str] = Field(
+        default_factory=list, description="item ids not to recommend; repeat or comma-separate"
+    )
+
+
 class RecommendBody(StrictModel):
     """POST /recommend: the GET parameters as JSON, plus a history for anonymous sessions."""
 

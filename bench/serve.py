@@ -5,7 +5,8 @@ ml1m-half-loo; a load generator in a separate process (bench/loadgen.py) keeps 1
 busy. Run: .venv/bin/python bench/serve.py [--checkpoints DIR] [--seconds 10] [--clients 16]
 --checkpoints: a directory of <model>/ checkpoints (recsys compare writes them under
 <out>/checkpoints); models missing there are trained here (SASRec with a time budget).
-Writes bench/results/serve.json and prints a table.
+Each round measures every scenario, the trivial one first; the table shows medians over rounds
+(--rounds, default 3), and ratios are taken within a round. Writes bench/results/serve.json.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,7 +124,19 @@ def scenarios(base: str, users: list[str], prefix: str, args: argparse.Namespace
         warm = paths[-args.warm_users :]  # the cold run starts at the front
         load(base, warm, warm_args, once=True)
         results[f"{name} warm"] = load(base, warm, args)
+    trivial = results["trivial /healthz"]["rps"]
+    for result in results.values():
+        result["rps_vs_trivial"] = result["rps"] / trivial  # within the round: same conditions
     return results
+
+
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario, the median over rounds of every number (the machine is noisy)."""
+    keys = ("rps", "rps_vs_trivial", "p50_ms", "p95_ms", "p99_ms", "errors")
+    return {
+        name: {key: statistics.median(r[name][key] for r in rounds) for key in keys}
+        for name in rounds[0]
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,12 +157,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         try:
             with server(env) as base:
-                results = scenarios(base, data.user_ids.ids, prefix, args)
+                rounds = [
+                    scenarios(base, data.user_ids.ids, prefix, args) for _ in range(args.rounds)
+                ]
         finally:
             flush_prefix(prefix)
-    trivial = results["trivial /healthz"]["rps"]
-    for result in results.values():
-        result["rps_vs_trivial"] = result["rps"] / trivial
     return {
         "clients": args.clients,
         "seconds": args.seconds,
@@ -156,7 +169,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "events": events,
         "users": len(data.user_ids),
         "checkpoints": origin,
-        "results": results,
+        "rounds": rounds,
+        "results": medians(rounds),
     }
 
 
@@ -168,8 +182,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warm-users", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="medians over rounds are reported")
     outcome = run(parser.parse_args())
-    print("\n| scenario | requests/s | vs trivial | p50 ms | p95 ms | p99 ms | errors |")
+    print(f"\nmedians over {len(outcome['rounds'])} rounds")
+    print("| scenario | requests/s | vs trivial | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for name, r in outcome["results"].items():
         print(

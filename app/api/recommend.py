@@ -1,12 +1,15 @@
 """GET and POST /recommend."""
 
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import QueryParams
 
 from app.recommend import Ask, Services, recommend
-from app.schemas import Recommendation, RecommendBody
+from app.schemas import Recommendation, RecommendBody, RecommendQuery
 
 router = APIRouter(prefix="/recommend", tags=["recommend"])
 
@@ -22,22 +25,56 @@ def as_json(recommendation: dict[str, Any]) -> Response:
     return Response(orjson.dumps(recommendation), media_type="application/json")
 
 
-def split_ids(values: list[str]) -> tuple[str, ...]:
+def split_ids(values: list[str]) -> list[str]:
     """Repeated and comma-separated ids, flattened."""
-    return tuple(part for value in values for part in value.split(",") if part)
+    return [part for value in values for part in value.split(",") if part]
 
 
-@router.get("", response_model=Recommendation)
-async def get_recommend(
-    request: Request,
-    user_id: Annotated[str, Query(min_length=1, max_length=256)],
-    k: Annotated[int, Query(ge=1, le=1000)] = 10,
-    model: str | None = None,
-    experiment: str | None = None,
-    exclude: Annotated[list[str], Query(description="item ids; repeat or comma-separate")] = [],  # noqa: B006
-) -> Response:
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI parameter objects for a model's fields, for routes that parse their own query."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": field}
+        | ({"description": field["description"]} if "description" in field else {})
+        for name, field in schema["properties"].items()
+    ]
+
+
+SINGLE_PARAMS = ("user_id", "k", "model", "experiment")
+
+
+def parse_query(params: QueryParams) -> RecommendQuery:
+    """The validated query; errors are 422s located at ("query", field), as FastAPI's are."""
+    raw: dict[str, Any] = {
+        k: params[k] for k in ("user_id", "k", "model", "experiment") if k in params
+    }
+    if "exclude" in params:
+        raw["exclude"] = split_ids(params.getlist("exclude"))
+    try:
+        return RecommendQuery.model_validate(raw)
+    except ValidationError as error:
+        details = error.errors(include_url=False)
+        raise RequestValidationError(
+            [{**d, "loc": ("query", *d["loc"])} for d in details]
+        ) from None
+
+
+@router.get(
+    "",
+    response_model=Recommendation,
+    openapi_extra={"parameters": query_parameters(RecommendQuery)},
+)
+async def get_recommend(request: Request) -> Response:
     """The user's top-k items from the experiment's arm, or from `model` when named."""
-    ask = Ask(user_id=user_id, k=k, model=model, experiment=experiment, exclude=split_ids(exclude))
+    query = parse_query(request.query_params)
+    ask = Ask(
+        user_id=query.user_id,
+        k=query.k,
+        model=query.model,
+        experiment=query.experiment,
+        exclude=tuple(query.exclude),
+    )
     return as_json(await recommend(ask, services_of(request)))
 
 

@@ -164,3 +164,19 @@ async def test_ranked_list_and_catalog_scoring_agree(serving_settings: Settings)
             await client.get("/recommend", params={**params, "k": 2, "exclude": full[:2]})
         )
         assert excluded == full[2:4]
+
+
+async def test_get_parameters_are_documented(client: httpx.AsyncClient) -> None:
+    # The route parses its own query string; the OpenAPI document must still list it.
+    spec = (await client.get("/openapi.json")).json()
+    params = {p["name"]: p for p in spec["paths"]["/recommend"]["get"]["parameters"]}
+    assert set(params) == {"user_id", "k", "model", "experiment", "exclude"}
+    assert params["user_id"]["required"] and params["k"]["schema"]["maximum"] == 1000
+
+
+async def test_comma_separated_exclude(client: httpx.AsyncClient) -> None:
+    await post_history(client, "jim", GROUP[:4])
+    params = {"user_id": "jim", "k": 5, "model": "mf"}
+    first = ids(await client.get("/recommend", params=params))
+    rest = ids(await client.get("/recommend", params={**params, "exclude": ",".join(first[:2])}))
+    assert not set(first[:2]) & set(rest) and rest[:3] == first[2:5]
