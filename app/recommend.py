@@ -226,8 +226,9 @@ def rank(
         if len(blocked):
             scores.index_fill_(0, torch.from_numpy(blocked), float("-inf"))
         values, indices = torch.topk(scores, k=min(k, scores.shape[0]))
-        kept = values.isfinite()  # masked items score -inf
-        return indices[kept].numpy().astype(np.int32), values[kept].numpy()
+    top, top_values = indices.numpy(), values.numpy()
+    kept = int(np.count_nonzero(top_values != -np.inf))  # masked items score -inf, and sort last
+    return top[:kept].astype(np.int32), top_values[:kept]
 
 
 def top_k(

@@ -50,8 +50,7 @@ class LoadedModel:
 
     def indices(self, item_ids: list[str]) -> list[int]:
         """Indices of the known items, in order; unknown ids are skipped."""
-        index = self.item_index
-        return [index[i] for i in item_ids if i in index]
+        return [n for n in map(self.item_index.get, item_ids) if n is not None]
 
     def offline_metrics(self) -> dict[str, Any]:
         """The checkpoint's validation and test metrics."""
