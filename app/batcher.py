@@ -1,14 +1,17 @@
-"""Coalesce concurrent user-vector computations into one batched model call.
+"""Coalesce concurrent user-vector computations into batched model calls on a worker thread.
 
-Requests that miss the cache in the same event-loop iteration share one forward pass: for a
-Transformer the per-call overhead dominates at batch size 1, so under concurrency this cuts the
-CPU per cold request. A lone request waits for nothing (the flush runs on the next iteration).
+Requests that miss the cache queue their histories; one worker thread encodes one model
+version's queue at a time. For a Transformer the per-call overhead dominates at batch size 1,
+so batching cuts the CPU per cold request, and while the worker computes (torch releases the
+GIL inside its kernels) the event loop keeps answering warm requests and reading histories,
+and the misses that arrive meanwhile form the next batch. A lone request waits for nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -18,12 +21,27 @@ from app.registry import LoadedModel
 Pending = list[tuple[np.ndarray, asyncio.Future[torch.Tensor]]]
 
 
+def _encode(model: LoadedModel, histories: Sequence[np.ndarray]) -> torch.Tensor:
+    """User vectors (B, D) float32; runs on the worker thread."""
+    with torch.inference_mode():  # thread-local: set here, not on the loop's thread
+        return model.model.user_vectors(histories).to(torch.float32)
+
+
 class EncodeBatcher:
-    """Per model version, the histories waiting to be encoded in the next loop iteration."""
+    """Per model version, the histories waiting for the worker; the worker takes one version's
+    queue (up to max_batch) at a time."""
 
     def __init__(self, max_batch: int = 64, on_batch: Callable[[int], None] | None = None) -> None:
         self.max_batch, self.on_batch = max_batch, on_batch
         self.pending: dict[str, tuple[LoadedModel, Pending]] = {}
+        # OpenMP thread counts are per thread: the worker takes the serving process's setting.
+        self.executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="encode",
+            initializer=torch.set_num_threads,
+            initargs=(torch.get_num_threads(),),
+        )
+        self.busy = False
 
     async def encode(self, model: LoadedModel, seen: np.ndarray) -> torch.Tensor:
         """The user vector (D,) for one history of item indices."""
@@ -32,29 +50,44 @@ class EncodeBatcher:
         entry = self.pending.get(model.cache_field)
         if entry is None:
             entry = self.pending[model.cache_field] = (model, [])
-            loop.call_soon(self._flush, model.cache_field)
         entry[1].append((seen, future))
-        if len(entry[1]) >= self.max_batch:
-            self._flush(model.cache_field)
+        if not self.busy:
+            self.busy = (
+                True  # the next loop iteration starts the worker: same-iteration misses join
+            )
+            loop.call_soon(self._next)
         return await future
 
-    def _flush(self, key: str) -> None:
-        """Encode everything queued for one model version and resolve the futures."""
-        entry = self.pending.pop(key, None)
-        if entry is None:
+    def _next(self) -> None:
+        """Hand the oldest queue to the worker, or go idle when nothing waits."""
+        if not self.pending:
+            self.busy = False
             return
-        model, batch = entry
+        key = next(iter(self.pending))
+        model, queued = self.pending[key]
+        batch, rest = queued[: self.max_batch], queued[self.max_batch :]
+        if rest:
+            self.pending[key] = (model, rest)
+        else:
+            del self.pending[key]
         if self.on_batch is not None:
             self.on_batch(len(batch))
-        try:
-            with torch.inference_mode():
-                vectors = model.model.user_vectors([seen for seen, _ in batch])  # (B, D)
-            vectors = vectors.to(torch.float32)
-        except Exception as error:  # every waiter sees the failure
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self.executor, _encode, model, [seen for seen, _ in batch])
+        work.add_done_callback(lambda done: self._resolve(done, batch))
+
+    def _resolve(self, done: asyncio.Future[torch.Tensor], batch: Pending) -> None:
+        """Give each waiter its row (or the error), then start the next batch."""
+        error = done.exception()
         for row, (_, future) in enumerate(batch):
-            if not future.done():
-                future.set_result(vectors[row].contiguous())
+            if future.done():  # the caller went away
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result()[row])
+        self._next()
+
+    def close(self) -> None:
+        """Stop the worker thread (waiting for a batch in flight)."""
+        self.executor.shutdown(wait=True)

@@ -93,3 +93,4 @@ async def serving(
             await upkeep
         await services.exposures.stop()
         await services.history.close()
+        services.encoder.close()
