@@ -33,6 +33,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "recsys_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
@@ -79,6 +80,15 @@ class Metrics:
         self.cache_errors = Counter(
             "recsys_cache_errors", "Cache operations that failed", ["operation"], registry=r
         )
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """metric.labels(*values), looked up once: labels() takes a lock and builds a key on
+        every call, which the per-request metrics of the serving path paid several times."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def cache_error(self, operation: str) -> None:
         """Count one failed cache operation."""

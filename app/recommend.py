@@ -190,7 +190,8 @@ async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
         return Found(await encode(model, history, services), history)
     seen = await services.cache.lookup(ask.user_id, model.cache_field)
     state = None if seen.vector is None else UserState.unpack(seen.vector, model.dim)
-    services.metrics.cache_lookups.labels("miss" if state is None else "hit").inc()
+    metrics = services.metrics
+    metrics.child(metrics.cache_lookups, "miss" if state is None else "hit").inc()
     if state is not None:
         return Found(state)
     loaded = seen.history is None
@@ -281,8 +282,9 @@ async def recommend(ask: Ask, services: Services) -> dict[str, Any]:
     recommendation_id = new_id()
     model, variant = choice.model, choice.variant
     labels = (model.name, variant or "")
-    services.metrics.recommend_latency.labels(*labels).observe(scored.seconds)
-    services.metrics.exposures.labels(*labels).inc()
+    metrics = services.metrics
+    metrics.child(metrics.recommend_latency, *labels).observe(scored.seconds)
+    metrics.child(metrics.exposures, *labels).inc()
     item_ids = [item for item, _ in scored.items]
     services.exposures.record(
         {
