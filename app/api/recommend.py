@@ -30,6 +30,18 @@ def split_ids(values: list[str]) -> list[str]:
     return [part for value in values for part in value.split(",") if part]
 
 
+def ask_of(params: RecommendQuery | RecommendBody, history: tuple[str, ...] | None = None) -> Ask:
+    """The flow's request from GET's query or POST's body."""
+    return Ask(
+        user_id=params.user_id,
+        k=params.k,
+        model=params.model,
+        experiment=params.experiment,
+        exclude=tuple(params.exclude),
+        history=history,
+    )
+
+
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI parameter objects for a model's fields, for routes that parse their own query."""
     schema = model.model_json_schema()
@@ -67,26 +79,12 @@ def parse_query(params: QueryParams) -> RecommendQuery:
 )
 async def get_recommend(request: Request) -> Response:
     """The user's top-k items from the experiment's arm, or from `model` when named."""
-    query = parse_query(request.query_params)
-    ask = Ask(
-        user_id=query.user_id,
-        k=query.k,
-        model=query.model,
-        experiment=query.experiment,
-        exclude=tuple(query.exclude),
-    )
+    ask = ask_of(parse_query(request.query_params))
     return as_json(await recommend(ask, services_of(request)))
 
 
 @router.post("", response_model=Recommendation)
 async def post_recommend(request: Request, body: RecommendBody) -> Response:
     """As GET, with `history` for anonymous sessions (it replaces the stored history)."""
-    ask = Ask(
-        user_id=body.user_id,
-        k=body.k,
-        model=body.model,
-        experiment=body.experiment,
-        exclude=tuple(body.exclude),
-        history=None if body.history is None else tuple(body.history),
-    )
+    ask = ask_of(body, history=None if body.history is None else tuple(body.history))
     return as_json(await recommend(ask, services_of(request)))
