@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,3 +40,37 @@ async def test_a_failing_call_fails_every_waiter(trained_models: Path) -> None:
     assert all(isinstance(r, Exception) for r in results)
     with pytest.raises(Exception):  # noqa: B017 - whatever torch raises, it propagates
         await batcher.encode(model, bad)
+
+
+class SlowEncoder:
+    """A model whose encoding takes 0.2 s of a released GIL, like a long torch kernel."""
+
+    def user_vectors(self, histories: list[np.ndarray]) -> torch.Tensor:
+        time.sleep(0.2)
+        return torch.stack([torch.full((4,), float(h[0])) for h in histories])
+
+
+async def test_the_loop_keeps_serving_while_the_worker_encodes() -> None:
+    slow: Any = SimpleNamespace(cache_field="slow:v1", model=SlowEncoder())
+    sizes: list[int] = []
+    batcher = EncodeBatcher(on_batch=sizes.append)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        first = asyncio.create_task(batcher.encode(slow, np.array([1])))
+        await asyncio.sleep(0.05)  # the first batch is on the worker now
+        later = [asyncio.create_task(batcher.encode(slow, np.array([n]))) for n in (2, 3, 4)]
+        vectors = await asyncio.gather(first, *later)
+    finally:
+        ticker.cancel()
+        batcher.close()
+    assert sizes == [1, 3]  # the misses that arrived meanwhile formed the next batch
+    assert [float(v[0]) for v in vectors] == [1.0, 2.0, 3.0, 4.0]  # each caller got its row
+    assert ticks >= 10  # 0.4 s of encoding did not stall the event loop
