@@ -52,9 +52,8 @@ class EncodeBatcher:
             entry = self.pending[model.cache_field] = (model, [])
         entry[1].append((seen, future))
         if not self.busy:
-            self.busy = (
-                True  # the next loop iteration starts the worker: same-iteration misses join
-            )
+            # The worker starts on the next loop iteration, so misses of this one join the batch.
+            self.busy = True
             loop.call_soon(self._next)
         return await future
 

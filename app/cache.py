@@ -134,9 +134,16 @@ class RedisCache:
     def _vector_key(self, user_id: str) -> str:
         return f"{self.prefix}uvec:{user_id}"
 
+    def _generation_key(self, user_id: str) -> str:
+        return f"{self.prefix}gen:{user_id}"
+
     def _keys(self, user_id: str) -> list[str]:
-        """The user's vector, history and generation keys."""
-        return [f"{self.prefix}{kind}:{user_id}" for kind in ("uvec", "hist", "gen")]
+        """The user's vector, history and generation keys (the scripts' KEYS)."""
+        return [
+            self._vector_key(user_id),
+            self._history_key(user_id),
+            self._generation_key(user_id),
+        ]
 
     async def ping(self) -> None:
         """Round trip; raises when Redis is unreachable."""
@@ -218,8 +225,8 @@ class RedisCache:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(*keys)
             for user_id in user_ids:
-                pipe.incr(f"{self.prefix}gen:{user_id}")
-                pipe.expire(f"{self.prefix}gen:{user_id}", self.ttl_s)
+                pipe.incr(self._generation_key(user_id))
+                pipe.expire(self._generation_key(user_id), self.ttl_s)
             await pipe.execute()
 
     async def close(self) -> None:

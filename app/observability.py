@@ -136,7 +136,6 @@ class RequestMiddleware:
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
         self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: route templates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -199,17 +198,12 @@ class RequestMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         """Count and time the request, and write the access log line."""
-        key = (scope["method"], _route_template(scope), status)
-        children = self._children.get(key)
-        if children is None:  # labels() costs a lock and a dict build per call: look up once
-            labels = (key[0], key[1], str(status))
-            children = self.metrics.requests.labels(*labels), self.metrics.latency.labels(*labels)
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        metrics, labels = self.metrics, (scope["method"], _route_template(scope), str(status))
+        metrics.child(metrics.requests, *labels).inc()
+        metrics.child(metrics.latency, *labels).observe(seconds)
         if access_log.isEnabledFor(logging.INFO):
             fields = {"path": scope["path"], "ms": round(seconds * 1000, 2)}
-            fields |= {"method": key[0], "route": key[1], "status": str(status)}
+            fields |= dict(zip(("method", "route", "status"), labels, strict=True))
             access_log.info("request", extra={"fields": fields})
 
 

@@ -195,7 +195,9 @@ async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
     if state is not None:
         return Found(state)
     loaded = seen.history is None
-    history = await database_history(ask.user_id, services) if loaded else seen.history or []
+    history = (
+        seen.history if seen.history is not None else await database_history(ask.user_id, services)
+    )
     state = await encode(model, history, services)
     if state is not None or (loaded and history):
         vector = None if state is None else state.pack()

@@ -58,9 +58,7 @@ SINGLE_PARAMS = ("user_id", "k", "model", "experiment")
 
 def parse_query(params: QueryParams) -> RecommendQuery:
     """The validated query; errors are 422s located at ("query", field), as FastAPI's are."""
-    raw: dict[str, Any] = {
-        k: params[k] for k in ("user_id", "k", "model", "experiment") if k in params
-    }
+    raw: dict[str, Any] = {key: params[key] for key in SINGLE_PARAMS if key in params}
     if "exclude" in params:
         raw["exclude"] = split_ids(params.getlist("exclude"))
     try:
