@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from models.data import LeaveOneOut
+from models.data import LeaveOneOut, is_split_dir, load_train_val, resolve_data_path
 from models.metrics import evaluate
 from models.split import load_dataset
 from models.train import refit_model, seed_everything
@@ -45,6 +45,12 @@ def shifted(data: LeaveOneOut) -> LeaveOneOut:
     )
 
 
+def load_shifted(data_path: str) -> LeaveOneOut:
+    """The shifted split of a dataset; a split directory's test file is not even opened."""
+    resolved = resolve_data_path(data_path)
+    return shifted(load_train_val(resolved) if is_split_dir(resolved) else load_dataset(resolved))
+
+
 def _scores(metrics: dict[str, float]) -> dict[str, float]:
     """The headline metrics, rounded."""
     return {k: round(metrics[k], 4) for k in ("ndcg@10", "hr@10", "ndcg@20", "hr@20")}
@@ -52,7 +58,7 @@ def _scores(metrics: dict[str, float]) -> dict[str, float]:
 
 def check(name: str, data_path: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
     """Fit on the shifted split and score both protocols on its test (= real validation)."""
-    data = shifted(load_dataset(data_path))
+    data = load_shifted(data_path)
     popularity = data.item_popularity()
     seed_everything(seed)
     model = build_model(name, data.num_items, overrides)

@@ -373,6 +373,25 @@ def load_split_dir(path: str | Path) -> LeaveOneOut:
     return data
 
 
+def load_train_val(path: str | Path) -> LeaveOneOut:
+    """A split directory's train and val only: the test file is never opened (for tuning).
+
+    Users and items are indexed from train and val; every test target is -1 (unknown)."""
+    directory = Path(path)
+    train, val = (load_interactions(_split_file(directory, s)) for s in ("train", "val"))
+    users = IdMap.sorted_from(np.concatenate([train.user_ids, val.user_ids]))
+    items = IdMap.sorted_from(np.concatenate([train.item_ids, val.item_ids]))
+    data = LeaveOneOut(
+        user_ids=users,
+        item_ids=items,
+        train=_group_histories(train, users, items),
+        val=_one_per_user(val, users, items, "val"),
+        test=np.full(len(users), -1, dtype=np.int64),
+    )
+    data.meta = {"source": str(directory), "format": "split-dir", "test": "not read"}
+    return data
+
+
 def is_split_dir(path: str | Path) -> bool:
     """True when `path` is a directory holding train/val/test split files."""
     try:

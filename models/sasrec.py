@@ -63,6 +63,8 @@ class SASRecConfig:
     max_seconds: float | None = None  # wall-clock budget; training stops, keeping the best state
     seed: int = 0  # seeds init, dropout, shuffling and negative sampling
     threads: int | None = None  # torch intra-op threads during fit; None leaves torch's setting
+    device: str = "cpu"  # where fit runs: "cpu", "cuda", "cuda:N" or "auto" (cuda when present);
+    # the trained model always comes back on the CPU, where it is saved and served
     progress: bool = True  # tqdm bar with loss and validation NDCG@10
 
     def __post_init__(self) -> None:
@@ -70,6 +72,14 @@ class SASRecConfig:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
         if self.loss not in ("ce", "sampled"):
             raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
+        if self.device != "auto" and torch.device(self.device).type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'auto', not {self.device!r}")
+
+    def torch_device(self) -> torch.device:
+        """The training device: `device`, with "auto" meaning CUDA when it is available."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
 
 class CausalSelfAttention(nn.Module):
@@ -96,7 +106,7 @@ class CausalSelfAttention(nn.Module):
         B, L, D = x.shape
         H = self.heads
         weight, bias = self.qkv.weight, self.qkv.bias
-        q = F.linear(x[torch.arange(B), last], weight[:D], bias[:D])  # (B, D)
+        q = F.linear(x[torch.arange(B, device=x.device), last], weight[:D], bias[:D])  # (B, D)
         k, v = F.linear(x, weight[D:], bias[D:]).split(D, dim=2)  # 2 x (B, L, D)
         q = q.view(B, H, 1, D // H)
         k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in (k, v))  # (B, H, L, D/H)
@@ -134,7 +144,9 @@ class Block(nn.Module):
 
     def forward_at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """The block's output (B, D) at position `last` of each row only (inference)."""
-        y = x[torch.arange(x.shape[0]), last] + self.attn.forward_at(self.ln_attn(x), last)
+        y = x[torch.arange(x.shape[0], device=x.device), last] + self.attn.forward_at(
+            self.ln_attn(x), last
+        )
         return y + self.ffn(self.ln_ffn(y))  # (B, D)
 
 
@@ -214,7 +226,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, states.shape[0], CE_CHUNK):
             rows = slice(start, start + CE_CHUNK)
             h, y = states[rows], labels[rows]  # (C, D), (C,)
-            cols = torch.arange(len(y))  # (C,)
+            cols = torch.arange(len(y), device=y.device)  # (C,)
             probs = items @ h.T  # logits (I, C), turned into softmax - onehot in place
             if excluded is not None:
                 _exclude(probs, excluded, start, y, float("-inf"))
@@ -247,8 +259,9 @@ def _exclude(
 ) -> None:
     """Set a (I, C) chunk's excluded entries (rows from `start`) to `value`; targets stay."""
     rows, items = excluded  # (P,), (P,)
-    lo, hi = torch.searchsorted(rows, torch.tensor([start, start + len(y)])).tolist()
-    cols = torch.arange(len(y))
+    bounds = torch.tensor([start, start + len(y)], device=rows.device)
+    lo, hi = torch.searchsorted(rows, bounds).tolist()
+    cols = torch.arange(len(y), device=y.device)
     target = chunk[y, cols]  # (C,) advanced indexing copies
     chunk[items[lo:hi], rows[lo:hi] - start] = value
     chunk[y, cols] = target
@@ -303,7 +316,7 @@ def seen_items(inputs: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, 
     """(row, item) pairs: each kept position (row-major order) with every input item up to it."""
     B, L = inputs.shape
     row_of = (torch.cumsum(keep.flatten(), 0) - 1).view(B, L)  # (B, L) index among kept
-    upto = torch.ones(L, L, dtype=torch.bool).tril()  # (L, L) [t, s]: s <= t
+    upto = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # (L, L) [t, s]: s <= t
     b, t, s = (keep[:, :, None] & upto).nonzero(as_tuple=True)  # sorted by b, t: by row
     return row_of[b, t], inputs[b, s]
 
@@ -345,11 +358,12 @@ class SASRec(Recommender):
         threads = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        self.net.to(cfg.torch_device())
         try:
             return self._train_loop([np.asarray(s, dtype=np.int64) for s in train], valid, rng)
         finally:
             torch.set_num_threads(threads)
-            self.net.eval()
+            self.net.to("cpu").eval()
 
     def _train_loop(
         self, train: list[np.ndarray], valid: EvalSet | None, rng: np.random.Generator
@@ -440,6 +454,8 @@ class SASRec(Recommender):
             inputs, targets = training_pairs(
                 seqs, self.config.max_len, self.net.pad, self._window_ends(seqs, rng)
             )
+            device = self.net.empty_user.device
+            inputs, targets = inputs.to(device), targets.to(device)
             loss = self._loss(inputs, targets, rng)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -472,6 +488,7 @@ class SASRec(Recommender):
             excluded = seen_items(inputs, keep) if cfg.mask_history else None
             return LinearCrossEntropy.apply(states, items, labels, excluded)
         negatives = torch.from_numpy(rng.integers(0, self.num_items, cfg.n_negatives))
+        negatives = negatives.to(states.device)
         positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)
         negative = states @ items[negatives].T  # (N, K)
         negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
@@ -503,15 +520,16 @@ class SASRec(Recommender):
 
     def _encode_last(self, seqs: list[np.ndarray]) -> torch.Tensor:
         """Last-position states (B, D); empty histories get the mean training user vector."""
-        lengths = torch.tensor([len(s) for s in seqs])  # (B,)
-        padded = pad_right(seqs, self.net.pad)  # (B, L)
+        device = self.net.empty_user.device  # the CPU, except during a fit on a GPU
+        lengths = torch.tensor([len(s) for s in seqs], device=device)  # (B,)
+        padded = pad_right(seqs, self.net.pad).to(device)  # (B, L)
         last = self.net.last_states(padded, (lengths - 1).clamp(min=0))  # (B, D)
-        return torch.where((lengths > 0)[:, None], last, self.net.empty_user)
+        return torch.where((lengths > 0)[:, None], last, self.net.empty_user).cpu()
 
     @torch.inference_mode()
     def item_vectors(self) -> torch.Tensor:
         """The tied item embedding table without the padding row: (I, D) contiguous float32."""
-        return self.net.items().detach().float().contiguous()
+        return self.net.items().detach().float().cpu().contiguous()
 
     # ---- persistence ----------------------------------------------------------------------
 
@@ -519,7 +537,7 @@ class SASRec(Recommender):
         return {"num_items": self.num_items, **asdict(self.config)}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone().contiguous() for k, v in self.net.state_dict().items()}
+        return {k: v.detach().cpu().clone().contiguous() for k, v in self.net.state_dict().items()}
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SASRec:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data import IdMap, Interactions, load_interactions, load_split_dir
+from models.data import IdMap, Interactions, load_interactions, load_split_dir, load_train_val
 from models.split import (
     build_leave_one_out,
     kcore_filter,
@@ -160,6 +160,14 @@ def test_load_split_dir_round_trip(tmp_path: Path) -> None:
     assert (
         data.train[0].tolist() == [0, 1] and data.val.tolist() == [2] and data.test.tolist() == [0]
     )
+
+
+def test_load_train_val_never_needs_the_test_file(tmp_path: Path) -> None:
+    (tmp_path / "train.tsv").write_text("user_id\titem_id\ttimestamp\n1\t10\t1\n1\t11\t2\n")
+    (tmp_path / "val.tsv").write_text("user_id\titem_id\ttimestamp\n1\t12\t3\n")
+    data = load_train_val(tmp_path)  # there is no test file to read
+    assert data.train[0].tolist() == [0, 1] and data.val.tolist() == [2]
+    assert data.test.tolist() == [-1] and data.meta["test"] == "not read"
 
 
 @pytest.mark.dataset

@@ -225,3 +225,12 @@ def test_length_groups_cover_every_row_once_with_similar_lengths() -> None:
     for group in groups:
         sizes = [lengths[i] for i in group]
         assert len(group) <= 3 and max(sizes) <= 2 * max(min(sizes), 8)
+
+
+def test_device_is_checked_and_the_trained_model_comes_back_on_the_cpu() -> None:
+    with pytest.raises(ValueError, match="device"):
+        tiny_config(device="mps")
+    model = SASRec(NUM_ITEMS, tiny_config(device="auto", epochs=1))
+    model.fit(cyclic_sequences())
+    assert all(t.device.type == "cpu" for t in model.state_tensors().values())
+    assert model.user_vectors([np.array([1, 2])]).device.type == "cpu"
