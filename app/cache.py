@@ -15,6 +15,10 @@ from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from app import redis_mux
+from app.redis_mux import MuxConnection
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,21 @@ class RedisCache:
         self._append_script = self.client.register_script(APPEND_SCRIPT)
         self._lookup_script = self.client.register_script(LOOKUP_SCRIPT)
         self._store_script = self.client.register_script(STORE_SCRIPT)
+        # The per-request scripts go over one shared, pipelined connection (see redis_mux).
+        self.mux = MuxConnection(url, timeout_s=timeout_s) if redis_mux.supported(url) else None
+        self._mux_sha = {
+            script: self.mux.register(source) if self.mux else b""
+            for script, source in (
+                (self._lookup_script, LOOKUP_SCRIPT),
+                (self._store_script, STORE_SCRIPT),
+            )
+        }
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """A per-request script, on the shared connection when there is one."""
+        if self.mux is None:
+            return await script(keys=keys, args=args)
+        return await self.mux.evalsha(self._mux_sha[script], keys, args)
 
     def _history_key(self, user_id: str) -> str:
         return f"{self.prefix}hist:{user_id}"
@@ -151,7 +170,7 @@ class RedisCache:
 
     async def lookup(self, user_id: str, field: str) -> Lookup:
         """The vector, or the cached history on a miss, and the generation: one round trip."""
-        reply = await self._lookup_script(keys=self._keys(user_id), args=[field])
+        reply = await self._run(self._lookup_script, self._keys(user_id), [field])
         history = [item.decode() for item in reply[3:]] if reply[2] else None
         return Lookup(reply[1] or None, history, reply[0])
 
@@ -175,7 +194,7 @@ class RedisCache:
             self.history_len,
             payload,
         ]
-        return bool(await self._store_script(keys=self._keys(user_id), args=args))
+        return bool(await self._run(self._store_script, self._keys(user_id), args))
 
     async def get_history(self, user_id: str) -> list[str] | None:
         """The cached recent history, oldest first, or None when not cached."""
@@ -230,7 +249,9 @@ class RedisCache:
             await pipe.execute()
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool and the shared connection."""
+        if self.mux is not None:
+            await self.mux.close()
         await self.client.aclose()
 
 

@@ -108,7 +108,7 @@ class UserState:
     model's best unseen items (an exact top-`limit` list most requests are answered from)."""
 
     vector: np.ndarray  # (D,) float32
-    seen: np.ndarray  # (n,) int64 item indices, to mask
+    seen: np.ndarray  # (n,) integer item indices, to mask
     ranked: np.ndarray  # (m,) item indices, best first, seen items left out
     ranked_scores: np.ndarray  # (m,) float32
     limit: int  # the list's requested length: m < limit means every unseen item is in it
@@ -136,12 +136,14 @@ class UserState:
         d, n, m, limit = struct.unpack_from("<iiii", blob)
         if d != dim or len(blob) != 16 + 4 * (d + n + 2 * m):
             return None
-        offsets = np.cumsum([16, 4 * d, 4 * n, 4 * m])
+        # Views into the blob, no copies: a warm request reads only the first few ranked items.
+        seen_at = 16 + 4 * d
+        ranked_at = seen_at + 4 * n
         return cls(
-            vector=np.frombuffer(blob, "<f4", d, offsets[0]),
-            seen=np.frombuffer(blob, "<i4", n, offsets[1]).astype(np.int64),
-            ranked=np.frombuffer(blob, "<i4", m, offsets[2]),
-            ranked_scores=np.frombuffer(blob, "<f4", m, offsets[3]),
+            vector=np.frombuffer(blob, "<f4", d, 16),
+            seen=np.frombuffer(blob, "<i4", n, seen_at),
+            ranked=np.frombuffer(blob, "<i4", m, ranked_at),
+            ranked_scores=np.frombuffer(blob, "<f4", m, ranked_at + 4 * m),
             limit=limit,
         )
 
@@ -152,7 +154,10 @@ class UserState:
         out before k and does not hold every unseen item (the caller scores the catalog)."""
         out: list[tuple[str, float]] = []
         item_ids = model.item_ids
-        for index, value in zip(self.ranked.tolist(), self.ranked_scores.tolist(), strict=True):
+        # Only the first k + len(blocked) entries can be needed: at most len(blocked) are skipped.
+        head = k + len(blocked)
+        ranked, scores = self.ranked[:head].tolist(), self.ranked_scores[:head].tolist()
+        for index, value in zip(ranked, scores, strict=True):
             if index not in blocked:
                 out.append((item_ids[index], value))
                 if len(out) == k:

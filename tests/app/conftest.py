@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from app.config import Settings
 from tests.app.serving_fixtures import train_tiny_models
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +27,29 @@ def serving_settings(settings: Settings, trained_models: Path) -> Settings:
     settings.model_dir = trained_models
     settings.refresh_interval_s = 3600  # tests trigger refreshes themselves
     return settings
+
+
+def start_redis(directory: Path, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """A throwaway redis-server on its own port (never the shared one), answering pings."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(directory), *extra]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+    for _ in range(100):
+        try:
+            redis.Redis(port=port, password=password).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return url, server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A throwaway redis-server, killed afterwards (resumed first if a test stopped it)."""
+    url, server = start_redis(tmp_path)
+    yield url, server
+    server.kill()
+    server.wait()

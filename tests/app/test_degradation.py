@@ -4,49 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-import redis
 
 from app.config import Settings
 from tests.app.serving_fixtures import copy_models, ids, post_history
-from tests.conftest import free_port, running_app
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A throwaway redis-server on its own port (never the shared one), stopped afterwards."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield url, server
-    server.kill()
-    server.wait()
+from tests.conftest import running_app
 
 
 async def test_redis_stopped_mid_test_degrades_not_fails(

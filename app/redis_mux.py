@@ -1,0 +1,159 @@
+"""One Redis connection shared by every request of a process, for the hot-path scripts.
+
+Redis answers the commands of one connection in the order they were sent, so concurrent
+requests can write their commands as they come and take the replies in that order: the
+commands of 16 concurrent requests go out and come back in a few socket operations instead of
+a connection checkout, a write and a read each. redis-py's pooled client spends about 70-100 us
+of CPU per script call here (a pool checkout, Python-side packing, and a task per
+`asyncio.wait_for` on every write when a socket timeout is set); this connection spends about
+15 us (bench/results/redis_client.json). Packing and parsing are hiredis's, in C.
+
+It serves `EVALSHA` of registered scripts only; every other command stays on redis-py. A
+reply that does not come within the timeout fails its caller and closes the connection (a
+stopped or hung Redis); the next call connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import hiredis
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Arg = str | bytes | int | float
+
+
+def supported(url: str) -> bool:
+    """Plain TCP and Unix-socket URLs; TLS (rediss://) stays on redis-py."""
+    return urlsplit(url).scheme in ("redis", "unix")
+
+
+class _Protocol(asyncio.Protocol):
+    """Writes packed commands and resolves the oldest waiting future with each reply."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.waiting.popleft()
+            if future.done():  # its caller timed out or was cancelled: the reply is dropped
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                error = NoScriptError if str(reply).startswith("NOSCRIPT") else ResponseError
+                future.set_exception(error(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or RedisConnectionError("connection closed")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(RedisConnectionError(f"Redis connection lost: {self.lost}"))
+
+    def send(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
+        """Write one command; the future gets its reply."""
+        if self.lost is not None or self.transport is None or self.transport.is_closing():
+            raise RedisConnectionError("Redis connection is closed")
+        future = asyncio.get_running_loop().create_future()
+        self.transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]  # stub: 1-tuple
+        self.waiting.append(future)
+        return future
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class MuxConnection:
+    """A lazily (re)connected, shared, pipelined connection with a per-call timeout."""
+
+    def __init__(self, url: str, *, timeout_s: float) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self.options = parse_url(url)
+        self._protocol: _Protocol | None = None
+        self._connecting = asyncio.Lock()
+        self._scripts: dict[bytes, bytes] = {}  # sha1 hex -> source
+
+    def register(self, source: str | bytes) -> bytes:
+        """A script's sha1, for `evalsha`; its source is kept to load it on NOSCRIPT."""
+        text = source.encode() if isinstance(source, str) else source
+        sha = hashlib.sha1(text).hexdigest().encode()
+        self._scripts[sha] = text
+        return sha
+
+    async def evalsha(self, sha: bytes, keys: list[str], args: list[Arg]) -> Any:
+        """Run a registered script; loads it when Redis lost it (a restart, SCRIPT FLUSH)."""
+        command: tuple[Arg, ...] = (b"EVALSHA", sha, len(keys), *keys, *args)
+        try:
+            return await self.call(command)
+        except NoScriptError:
+            return await self.call((b"EVAL", self._scripts[sha], len(keys), *keys, *args))
+
+    async def call(self, command: tuple[Arg, ...]) -> Any:
+        """One command's reply; a timeout or a lost connection raises redis-py's errors."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                protocol = await self._connected()
+                return await protocol.send(command)
+        except TimeoutError:
+            self._drop()  # a reply that late means a stopped or stuck server: start afresh
+            raise RedisTimeoutError(f"no reply from Redis within {self.timeout_s} s") from None
+        except OSError as error:
+            self._drop()
+            raise RedisConnectionError(f"cannot reach Redis: {error}") from None
+
+    async def _connected(self) -> _Protocol:
+        """The open connection, or a new one (one connect at a time)."""
+        protocol = self._protocol
+        if protocol is not None and protocol.lost is None:
+            return protocol
+        async with self._connecting:
+            if self._protocol is None or self._protocol.lost is not None:
+                self._protocol = await self._connect()
+            return self._protocol
+
+    async def _connect(self) -> _Protocol:
+        """Open the socket, then AUTH and SELECT as the URL asks."""
+        loop = asyncio.get_running_loop()
+        options = self.options
+        if "path" in options:
+            _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
+        else:
+            host, port = options.get("host", "localhost"), int(options.get("port", 6379))
+            _, protocol = await loop.create_connection(_Protocol, host, port)
+        try:
+            if options.get("password"):
+                user = options.get("username")
+                await protocol.send((b"AUTH", *([user] if user else []), options["password"]))
+            if options.get("db"):
+                await protocol.send((b"SELECT", int(options["db"])))
+        except BaseException:
+            protocol.close()
+            raise
+        return protocol
+
+    def _drop(self) -> None:
+        """Close the connection; pending callers fail, the next call reconnects."""
+        if self._protocol is not None:
+            self._protocol.close()
+            self._protocol = None
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self._drop()
