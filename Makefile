@@ -24,6 +24,7 @@ test: $(STAMP)  ## the whole suite (needs Postgres and Redis: see .ci/run)
 
 bench: $(STAMP)  ## benchmarks; results land in bench/results/
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/redis_client.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/e2e.py
 

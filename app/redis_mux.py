@@ -3,10 +3,11 @@
 Redis answers the commands of one connection in the order they were sent, so concurrent
 requests can write their commands as they come and take the replies in that order: the
 commands of 16 concurrent requests go out and come back in a few socket operations instead of
-a connection checkout, a write and a read each. redis-py's pooled client spends about 70-100 us
-of CPU per script call here (a pool checkout, Python-side packing, and a task per
-`asyncio.wait_for` on every write when a socket timeout is set); this connection spends about
-15 us (bench/results/redis_client.json). Packing and parsing are hiredis's, in C.
+a connection checkout, a write and a read each. Per script call, redis-py's pooled client
+spends about five times the client CPU of this connection (80-130 us against 15-26 us here,
+bench/results/redis_client.json): a pool checkout, packing in Python, and a task per
+`asyncio.wait_for` on every write when a socket timeout is set. Packing and parsing here are
+hiredis's, in C.
 
 It serves `EVALSHA` of registered scripts only; every other command stays on redis-py. A
 reply that does not come within the timeout fails its caller and closes the connection (a
