@@ -1,10 +1,11 @@
 """Coalesce concurrent user-vector computations into batched model calls on a worker thread.
 
 Requests that miss the cache queue their histories; one worker thread encodes one model
-version's queue at a time. For a Transformer the per-call overhead dominates at batch size 1,
-so batching cuts the CPU per cold request, and while the worker computes (torch releases the
-GIL inside its kernels) the event loop keeps answering warm requests and reading histories,
-and the misses that arrive meanwhile form the next batch. A lone request waits for nothing.
+version's queue at a time and scores the batch's ranked lists in one matrix product. For a
+Transformer the per-call overhead dominates at batch size 1, so batching cuts the CPU per cold
+request, and while the worker computes (torch releases the GIL inside its kernels) the event
+loop keeps answering warm requests and reading histories, and the misses that arrive meanwhile
+form the next batch. A lone request waits for nothing.
 """
 
 from __future__ import annotations
@@ -12,27 +13,47 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from app.registry import LoadedModel
+from app.scoring import rank_rows
 
-Pending = list[tuple[np.ndarray, asyncio.Future[torch.Tensor]]]
+
+@dataclass(frozen=True)
+class Encoded:
+    """A history's user vector and the model's exact top list of the items not in it."""
+
+    vector: torch.Tensor  # (D,) float32
+    ranked: np.ndarray  # (m,) int32 item indices, best first
+    scores: np.ndarray  # (m,) float32
 
 
-def _encode(model: LoadedModel, histories: Sequence[np.ndarray]) -> torch.Tensor:
-    """User vectors (B, D) float32; runs on the worker thread."""
+Pending = list[tuple[np.ndarray, asyncio.Future[Encoded]]]
+
+
+def _encode(model: LoadedModel, histories: Sequence[np.ndarray], limit: int) -> list[Encoded]:
+    """User vectors and their top-`limit` lists, the batch scored in one matrix product; runs
+    on the worker thread, off the event loop."""
     with torch.inference_mode():  # thread-local: set here, not on the loop's thread
-        return model.model.user_vectors(histories).to(torch.float32)
+        vectors = model.model.user_vectors(histories).to(torch.float32)  # (B, D)
+    ranked = rank_rows(model.item_vectors, vectors, histories, limit)
+    return [Encoded(v, r, s) for v, (r, s) in zip(vectors, ranked, strict=True)]
 
 
 class EncodeBatcher:
     """Per model version, the histories waiting for the worker; the worker takes one version's
     queue (up to max_batch) at a time."""
 
-    def __init__(self, max_batch: int = 64, on_batch: Callable[[int], None] | None = None) -> None:
-        self.max_batch, self.on_batch = max_batch, on_batch
+    def __init__(
+        self,
+        max_batch: int = 64,
+        on_batch: Callable[[int], None] | None = None,
+        ranked_items: int = 100,
+    ) -> None:
+        self.max_batch, self.on_batch, self.ranked_items = max_batch, on_batch, ranked_items
         self.pending: dict[str, tuple[LoadedModel, Pending]] = {}
         # OpenMP thread counts are per thread: the worker takes the serving process's setting.
         self.executor = ThreadPoolExecutor(
@@ -43,10 +64,10 @@ class EncodeBatcher:
         )
         self.busy = False
 
-    async def encode(self, model: LoadedModel, seen: np.ndarray) -> torch.Tensor:
-        """The user vector (D,) for one history of item indices."""
+    async def encode(self, model: LoadedModel, seen: np.ndarray) -> Encoded:
+        """The user vector (D,) of one history of item indices, with its ranked list."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[torch.Tensor] = loop.create_future()
+        future: asyncio.Future[Encoded] = loop.create_future()
         entry = self.pending.get(model.cache_field)
         if entry is None:
             entry = self.pending[model.cache_field] = (model, [])
@@ -72,10 +93,11 @@ class EncodeBatcher:
         if self.on_batch is not None:
             self.on_batch(len(batch))
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self.executor, _encode, model, [seen for seen, _ in batch])
+        histories = [seen for seen, _ in batch]
+        work = loop.run_in_executor(self.executor, _encode, model, histories, self.ranked_items)
         work.add_done_callback(lambda done: self._resolve(done, batch))
 
-    def _resolve(self, done: asyncio.Future[torch.Tensor], batch: Pending) -> None:
+    def _resolve(self, done: asyncio.Future[list[Encoded]], batch: Pending) -> None:
         """Give each waiter its row (or the error), then start the next batch."""
         error = done.exception()
         for row, (_, future) in enumerate(batch):

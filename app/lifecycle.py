@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import torch
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.batcher import EncodeBatcher
 from app.cache import SafeCache
 from app.catalog import Catalog
 from app.config import Settings
@@ -80,6 +81,7 @@ async def serving(
         experiments=ExperimentBook(),
         exposures=ExposureLog(sessionmaker, metrics),
         metrics=metrics,
+        encoder=EncodeBatcher(ranked_items=settings.ranked_items),
     )
     await services.history.start()
     await refresh(services)

@@ -24,6 +24,7 @@ from app.exposures import ExposureLog
 from app.observability import Metrics, new_id
 from app.registry import LoadedModel, ModelRegistry
 from app.routing import assign
+from app.scoring import rank_rows
 
 
 @dataclass(frozen=True)
@@ -218,25 +219,9 @@ async def encode(model: LoadedModel, history: list[str], services: Services) -> 
     indices = np.asarray(model.indices(history), dtype=np.int64)
     if not len(indices):
         return None
-    vector = await services.encoder.encode(model, indices)
-    limit = services.settings.ranked_items
-    ranked, values = rank(model, vector, indices, limit)
-    return UserState(vector.numpy(), indices, ranked, values, limit)
-
-
-def rank(
-    model: LoadedModel, vector: torch.Tensor, blocked: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One matrix-vector product, masking, torch.topk: the best k unblocked item indices and
-    their scores (fewer when fewer items are left)."""
-    with torch.inference_mode():
-        scores = torch.mv(model.item_vectors, vector)  # (I,)
-        if len(blocked):
-            scores.index_fill_(0, torch.from_numpy(blocked), float("-inf"))
-        values, indices = torch.topk(scores, k=min(k, scores.shape[0]))
-    top, top_values = indices.numpy(), values.numpy()
-    kept = int(np.count_nonzero(top_values != -np.inf))  # masked items score -inf, and sort last
-    return top[:kept].astype(np.int32), top_values[:kept]
+    encoded = await services.encoder.encode(model, indices)
+    limit = services.encoder.ranked_items
+    return UserState(encoded.vector.numpy(), indices, encoded.ranked, encoded.scores, limit)
 
 
 def top_k(
@@ -247,7 +232,8 @@ def top_k(
     if answer is not None:
         return answer
     blocked = np.concatenate([state.seen, np.asarray([*excluded, *inactive], dtype=np.int64)])
-    ranked, values = rank(model, torch.from_numpy(state.vector.copy()), blocked, k)
+    vector = torch.from_numpy(state.vector.copy())[None, :]  # (1, D)
+    [(ranked, values)] = rank_rows(model.item_vectors, vector, [blocked], k)
     item_ids = model.item_ids
     return [(item_ids[i], v) for i, v in zip(ranked.tolist(), values.tolist(), strict=True)]
 

@@ -23,6 +23,12 @@ _STALE = (
 )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (RESET ALL, UNLISTEN *, ...): a round trip
+    per request, and these connections only ever run one read-only SELECT. asyncpg still
+    rolls back an open transaction before calling this."""
+
+
 class HistoryReader:
     """Latest item ids of a user, oldest first."""
 
@@ -44,6 +50,7 @@ class HistoryReader:
             max_size=self.pool_size,
             timeout=self.connect_timeout_s,
             command_timeout=60,
+            reset=_keep_session,
         )
 
     async def close(self) -> None:

@@ -19,13 +19,18 @@ from app.registry import load_version
 async def test_concurrent_histories_share_one_call(trained_models: Path) -> None:
     model = load_version(trained_models / "sasrec" / "v1")
     sizes: list[int] = []
-    batcher = EncodeBatcher(on_batch=sizes.append)
+    batcher = EncodeBatcher(on_batch=sizes.append, ranked_items=5)
     histories = [np.array(h, dtype=np.int64) for h in ([1, 2, 3], [4, 5], [7], [10, 11, 12, 13])]
-    vectors = await asyncio.gather(*(batcher.encode(model, h) for h in histories))
+    encoded = await asyncio.gather(*(batcher.encode(model, h) for h in histories))
     assert sizes == [4]
-    for history, vector in zip(histories, vectors, strict=True):
+    for history, got in zip(histories, encoded, strict=True):
         alone = model.model.user_vectors([history])[0]
-        assert torch.allclose(vector, alone, atol=1e-5)  # padding in a batch changes nothing
+        assert torch.allclose(got.vector, alone, atol=1e-5)  # padding in a batch changes nothing
+        scores = model.item_vectors @ alone
+        scores[torch.from_numpy(history)] = float("-inf")
+        best = torch.topk(scores, k=batcher.ranked_items).indices.numpy()
+        assert got.ranked.tolist() == best.tolist()  # the batch's ranking is each user's own
+        assert not set(got.ranked.tolist()) & set(history.tolist())
     await batcher.encode(model, histories[0])
     assert sizes == [4, 1]
 
@@ -51,7 +56,9 @@ class SlowEncoder:
 
 
 async def test_the_loop_keeps_serving_while_the_worker_encodes() -> None:
-    slow: Any = SimpleNamespace(cache_field="slow:v1", model=SlowEncoder())
+    slow: Any = SimpleNamespace(
+        cache_field="slow:v1", model=SlowEncoder(), item_vectors=torch.ones(8, 4)
+    )
     sizes: list[int] = []
     batcher = EncodeBatcher(on_batch=sizes.append)
     ticks = 0
@@ -72,5 +79,5 @@ async def test_the_loop_keeps_serving_while_the_worker_encodes() -> None:
         ticker.cancel()
         batcher.close()
     assert sizes == [1, 3]  # the misses that arrived meanwhile formed the next batch
-    assert [float(v[0]) for v in vectors] == [1.0, 2.0, 3.0, 4.0]  # each caller got its row
+    assert [float(e.vector[0]) for e in vectors] == [1.0, 2.0, 3.0, 4.0]  # each got its row
     assert ticks >= 10  # 0.4 s of encoding did not stall the event loop
