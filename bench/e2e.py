@@ -2,7 +2,8 @@
 
 Posts train + val as events to a real server on Postgres and Redis, runs `recsys retrain`,
 then asks /recommend for every user and scores the answers against test.tsv (HR@10, NDCG@10),
-to set beside the offline `recsys compare` numbers.
+to set beside the offline `recsys compare` numbers. The served checkpoint's own lists, computed
+by the model library alone, are scored too, and compared with the served lists item for item.
 Run: .venv/bin/python bench/e2e.py [--models mf,sasrec] [--set sasrec.max_seconds=600]
 Writes bench/results/e2e.json and prints a table with the wall time of each stage.
 """
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import server, throwaway_postgres, write_result
+from models.checkpoint import load_checkpoint
 from models.data import default_data_dir, load_split_dir
 
 REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -93,6 +96,27 @@ def score(answers: dict[str, list[str]], targets: dict[str, str]) -> dict[str, f
     return {"hr@10": hits / len(targets), "ndcg@10": gains / len(targets)}
 
 
+def offline_answers(checkpoint: Path, data: Any, k: int = 10) -> dict[str, list[str]]:
+    """Every user's top-k from the served checkpoint, computed by the model library alone (no
+    service code), input train + val: what serving must reproduce."""
+    loaded = load_checkpoint(checkpoint)
+    ids = loaded.item_ids
+    histories = [
+        ids.indices(np.asarray(data.item_ids.ids, dtype=str)[h]) for h in data.train_plus_val()
+    ]
+    answers: dict[str, list[str]] = {}
+    for start in range(0, len(histories), 512):
+        top, _ = loaded.model.recommend(histories[start : start + 512], k)
+        for row, items in enumerate(top.tolist()):
+            answers[data.user_ids.ids[start + row]] = [ids.ids[i] for i in items]
+    return answers
+
+
+def agreement(served: dict[str, list[str]], offline: dict[str, list[str]]) -> float:
+    """Share of users whose served list is the offline list, item for item."""
+    return sum(served.get(user) == items for user, items in offline.items()) / len(offline)
+
+
 def run_retrain(env: dict[str, str], models: str, settings: list[str]) -> list[dict[str, Any]]:
     """`recsys retrain` as operators run it; returns the outcome lines."""
     command = [str(Path(sys.executable).with_name("recsys")), "retrain", "--models", models]
@@ -135,7 +159,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 started = time.perf_counter()
                 answers = asyncio.run(ask_all(base, list(targets), outcome["model"]))
                 stages[f"query {outcome['model']} for every user"] = time.perf_counter() - started
-                results[outcome["model"]] = {"test": score(answers, targets), "outcome": outcome}
+                offline = offline_answers(
+                    Path(models_dir) / outcome["model"] / outcome["version"], data
+                )
+                results[outcome["model"]] = {
+                    "test": score(answers, targets),
+                    "offline_test": score(offline, targets),
+                    "identical_lists": agreement(answers, offline),
+                    "outcome": outcome,
+                }
     return {
         "events": len(rows),
         "users": len(targets),
@@ -156,12 +188,16 @@ def main() -> None:
     print("\n| stage | seconds |\n|---|---|")
     for stage, seconds in result["stages_s"].items():
         print(f"| {stage} | {seconds:.1f} |")
-    print("\n| model | served test HR@10 | served test NDCG@10 | val NDCG@10 (retrain) | train s |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| model | served test HR@10 | served test NDCG@10 | same checkpoint offline"
+        " HR@10 / NDCG@10 | identical top-10 lists | val NDCG@10 (retrain) | train s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, r in result["models"].items():
-        o = r["outcome"]
+        o, offline = r["outcome"], r["offline_test"]
         print(
             f"| {name} | {r['test']['hr@10']:.4f} | {r['test']['ndcg@10']:.4f} | "
+            f"{offline['hr@10']:.4f} / {offline['ndcg@10']:.4f} | {r['identical_lists']:.1%} | "
             f"{o['val']['ndcg@10']:.4f} | {o['train_seconds']:.1f} |"
         )
     print(f"wrote {write_result('e2e', result)}")
