@@ -105,15 +105,18 @@ def holdout_split(data: EventData, min_events: int = 3) -> LeaveOneOut:
     Users with fewer than `min_events` distinct items are left out; items are re-indexed to
     those that remain. `test` repeats `val`: retraining only validates.
     """
-    users = np.frombuffer(data.users, dtype=np.int64)
-    items = np.frombuffer(data.items, dtype=np.int64)
+    # Index by the ids' natural order, not their arrival order: concurrent ingestion stores the
+    # same events in a different order each time, and the indices decide the initialisation.
+    user_map, item_map = IdMap.sorted_from(data.user_ids), IdMap.sorted_from(data.item_ids)
+    users = user_map.indices(data.user_ids)[np.frombuffer(data.users, dtype=np.int64)]
+    items = item_map.indices(data.item_ids)[np.frombuffer(data.items, dtype=np.int64)]
     times = np.frombuffer(data.times, dtype=np.int64)
     order = np.lexsort((np.arange(len(users)), times, users))  # by user, time, arrival
     users, items = users[order], items[order]
-    _, first = np.unique(users * len(data.item_ids) + items, return_index=True)
+    _, first = np.unique(users * len(item_map) + items, return_index=True)
     keep = np.sort(first)
     users, items = users[keep], items[keep]
-    counts = np.bincount(users, minlength=len(data.user_ids))
+    counts = np.bincount(users, minlength=len(user_map))
     kept_user = counts[users] >= min_events
     users, items = users[kept_user], items[kept_user]
     item_codes, items = np.unique(items, return_inverse=True)
@@ -121,8 +124,8 @@ def holdout_split(data: EventData, min_events: int = 3) -> LeaveOneOut:
     histories = np.split(items.astype(np.int64), starts[1:])
     val = np.array([h[-1] for h in histories], dtype=np.int64)
     return LeaveOneOut(
-        user_ids=IdMap(data.user_ids[u] for u in user_codes),
-        item_ids=IdMap(data.item_ids[i] for i in item_codes),
+        user_ids=IdMap(user_map.ids[u] for u in user_codes),
+        item_ids=IdMap(item_map.ids[i] for i in item_codes),
         train=[h[:-1] for h in histories],
         val=val,
         test=val.copy(),
