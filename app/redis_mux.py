@@ -11,7 +11,8 @@ hiredis's, in C.
 
 It serves `EVALSHA` of registered scripts only; every other command stays on redis-py. A
 reply that does not come within the timeout fails its caller and closes the connection (a
-stopped or hung Redis); the next call connects again.
+stopped or hung Redis). For `retry_after_s` after a failure, calls fail at once instead of each
+waiting out the timeout; the first call after that connects again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import time
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -84,8 +86,9 @@ class _Protocol(asyncio.Protocol):
 class MuxConnection:
     """A lazily (re)connected, shared, pipelined connection with a per-call timeout."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        self.url, self.timeout_s = url, timeout_s
+    def __init__(self, url: str, *, timeout_s: float, retry_after_s: float = 1.0) -> None:
+        self.url, self.timeout_s, self.retry_after_s = url, timeout_s, retry_after_s
+        self._down_until = 0.0  # monotonic time before which calls fail without trying
         self.options = parse_url(url)
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
@@ -108,16 +111,24 @@ class MuxConnection:
 
     async def call(self, command: tuple[Arg, ...]) -> Any:
         """One command's reply; a timeout or a lost connection raises redis-py's errors."""
+        if self._down_until and time.monotonic() < self._down_until:
+            raise RedisConnectionError("Redis failed moments ago; not retrying yet")
         try:
             async with asyncio.timeout(self.timeout_s):
                 protocol = await self._connected()
                 return await protocol.send(command)
         except TimeoutError:
-            self._drop()  # a reply that late means a stopped or stuck server: start afresh
+            self._failed()  # a reply that late means a stopped or stuck server: start afresh
             raise RedisTimeoutError(f"no reply from Redis within {self.timeout_s} s") from None
         except OSError as error:
-            self._drop()
+            self._failed()
             raise RedisConnectionError(f"cannot reach Redis: {error}") from None
+
+    def _failed(self) -> None:
+        """Drop the connection and fail fast for a while: a down Redis costs one timeout per
+        `retry_after_s`, not one per request."""
+        self._drop()
+        self._down_until = time.monotonic() + self.retry_after_s
 
     async def _connected(self) -> _Protocol:
         """The open connection, or a new one (one connect at a time)."""

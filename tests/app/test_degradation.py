@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +40,33 @@ async def test_redis_stopped_mid_test_degrades_not_fails(
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["cache"] == "degraded"
         assert "recsys_cache_errors_total" in (await client.get("/metrics")).text
+
+
+async def test_redis_blocked_mid_test_costs_one_timeout_not_one_per_request(
+    own_redis: tuple[str, subprocess.Popen[bytes]], pg_database: str, trained_models: Path
+) -> None:
+    url, server = own_redis
+    settings = Settings(
+        database_url=pg_database,
+        redis_url=url,
+        model_dir=trained_models,
+        redis_prefix=f"t{uuid.uuid4().hex[:6]}:",
+        cache_timeout_s=0.2,
+        log_level="ERROR",
+    )
+    async with running_app(settings) as client:
+        await post_history(client, "zoe", ["sku-1", "sku-2", "sku-3"])
+        params = {"user_id": "zoe", "model": "mf"}
+        before = ids(await client.get("/recommend", params=params))
+        server.send_signal(signal.SIGSTOP)  # blocked, not closed: only timeouts tell
+        try:
+            started = time.perf_counter()
+            for _ in range(6):
+                assert ids(await client.get("/recommend", params=params)) == before
+            # A lookup and a store per request would wait 6 x 2 x 0.2 s without the pause.
+            assert time.perf_counter() - started < 1.2
+        finally:
+            server.send_signal(signal.SIGCONT)
 
 
 async def test_corrupt_checkpoint_is_refused_and_old_keeps_serving(

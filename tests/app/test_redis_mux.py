@@ -75,7 +75,7 @@ async def test_a_stopped_redis_times_out_and_the_connection_recovers(
     own_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, server = own_redis
-    mux = MuxConnection(url, timeout_s=0.2)
+    mux = MuxConnection(url, timeout_s=0.2, retry_after_s=0.5)
     sha = mux.register(ECHO)
     assert (await mux.evalsha(sha, ["k"], [1]))[1] == b"1"
     server.send_signal(signal.SIGSTOP)  # blocked: the socket stays open, no reply comes
@@ -86,8 +86,13 @@ async def test_a_stopped_redis_times_out_and_the_connection_recovers(
         )
         assert time.perf_counter() - started < 1.0
         assert all(isinstance(r, RedisTimeoutError | RedisConnectionError) for r in results)
+        started = time.perf_counter()
+        with pytest.raises(RedisConnectionError):  # right after a failure: no second timeout
+            await mux.evalsha(sha, ["k"], [6])
+        assert time.perf_counter() - started < 0.05
     finally:
         server.send_signal(signal.SIGCONT)
+    await asyncio.sleep(0.5)
     assert (await mux.evalsha(sha, ["k"], [7]))[1] == b"7"  # a fresh connection
     await mux.close()
 
@@ -107,8 +112,9 @@ async def test_a_killed_connection_is_replaced(shared: tuple[MuxConnection, str]
 async def test_unreachable_redis_fails_fast() -> None:
     mux = MuxConnection(f"redis://127.0.0.1:{free_port()}/0", timeout_s=1.0)
     started = time.perf_counter()
-    with pytest.raises(RedisConnectionError):
-        await mux.evalsha(mux.register(ECHO), ["k"], [1])
+    for _ in range(3):
+        with pytest.raises(RedisConnectionError):
+            await mux.evalsha(mux.register(ECHO), ["k"], [1])
     assert time.perf_counter() - started < 0.5
 
 
@@ -139,6 +145,9 @@ async def test_cache_lookups_miss_while_redis_is_stopped(
         RedisCache(url, prefix="t:", history_len=10, ttl_s=60, timeout_s=0.2),
         on_error=errors.append,
     )
+    backend = cache.backend
+    assert isinstance(backend, RedisCache) and backend.mux is not None
+    backend.mux.retry_after_s = 0.3
     seen = await cache.lookup("u", "mf:v1")
     assert await cache.store("u", "mf:v1", seen, b"vec", ["a"])
     server.send_signal(signal.SIGSTOP)
@@ -147,5 +156,6 @@ async def test_cache_lookups_miss_while_redis_is_stopped(
         assert errors == ["lookup"]
     finally:
         server.send_signal(signal.SIGCONT)
+    await asyncio.sleep(0.3)
     assert (await cache.lookup("u", "mf:v1")).vector == b"vec"
     await cache.close()
