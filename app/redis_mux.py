@@ -137,7 +137,11 @@ class MuxConnection:
             return protocol
         async with self._connecting:
             if self._protocol is None or self._protocol.lost is not None:
-                self._protocol = await self._connect()
+                try:
+                    self._protocol = await self._connect()
+                except ResponseError:  # refused AUTH or SELECT: the next try would be too
+                    self._down_until = time.monotonic() + self.retry_after_s
+                    raise
             return self._protocol
 
     async def _connect(self) -> _Protocol:

@@ -126,6 +126,11 @@ async def test_password_and_database_from_the_url(tmp_path: Path) -> None:
         await mux.evalsha(mux.register("return redis.call('SET', KEYS[1], ARGV[1])"), ["k"], ["x"])
         assert redis.Redis(port=int(port), password="s3cret", db=3).get("k") == b"x"
         await mux.close()
+        wrong = MuxConnection(f"redis://:nope@127.0.0.1:{port}/0", timeout_s=2.0)
+        with pytest.raises(ResponseError):  # refused: the reason, once
+            await wrong.evalsha(wrong.register(ECHO), ["k"], [1])
+        with pytest.raises(RedisConnectionError):  # then no new connection for a while
+            await wrong.evalsha(wrong.register(ECHO), ["k"], [1])
     finally:
         server.kill()
         server.wait()
