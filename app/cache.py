@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from app import redis_mux
 from app.redis_mux import MuxConnection
@@ -123,29 +122,39 @@ class RedisCache:
 
     kind = "redis"
 
-    def __init__(self, url: str, *, prefix: str, history_len: int, ttl_s: int, timeout_s: float):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        history_len: int,
+        ttl_s: int,
+        timeout_s: float,
+        shared_connection: bool = True,
+    ):
         self.client = aioredis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
         )
         self.prefix, self.history_len, self.ttl_s = prefix, history_len, ttl_s
         self._append_script = self.client.register_script(APPEND_SCRIPT)
-        self._lookup_script = self.client.register_script(LOOKUP_SCRIPT)
-        self._store_script = self.client.register_script(STORE_SCRIPT)
-        # The per-request scripts go over one shared, pipelined connection (see redis_mux).
-        self.mux = MuxConnection(url, timeout_s=timeout_s) if redis_mux.supported(url) else None
-        self._mux_sha = {
-            script: self.mux.register(source) if self.mux else b""
-            for script, source in (
-                (self._lookup_script, LOOKUP_SCRIPT),
-                (self._store_script, STORE_SCRIPT),
-            )
-        }
+        # The per-request scripts go over one shared, pipelined connection (see redis_mux);
+        # shared_connection=False keeps them on redis-py's pool (bench/redis_client.py).
+        self.mux = (
+            MuxConnection(url, timeout_s=timeout_s)
+            if shared_connection and redis_mux.supported(url)
+            else None
+        )
+        self._lookup = self._per_request(LOOKUP_SCRIPT)
+        self._store = self._per_request(STORE_SCRIPT)
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """A per-request script, on the shared connection when there is one."""
-        if self.mux is None:
-            return await script(keys=keys, args=args)
-        return await self.mux.evalsha(self._mux_sha[script], keys, args)
+    def _per_request(self, source: str) -> Callable[[list[str], list[Any]], Awaitable[Any]]:
+        """Run a script for one request: on the shared connection when there is one."""
+        mux = self.mux
+        if mux is None:
+            script = self.client.register_script(source)
+            return lambda keys, args: script(keys=keys, args=args)
+        sha = mux.register(source)
+        return lambda keys, args: mux.evalsha(sha, keys, args)
 
     def _history_key(self, user_id: str) -> str:
         return f"{self.prefix}hist:{user_id}"
@@ -170,7 +179,7 @@ class RedisCache:
 
     async def lookup(self, user_id: str, field: str) -> Lookup:
         """The vector, or the cached history on a miss, and the generation: one round trip."""
-        reply = await self._run(self._lookup_script, self._keys(user_id), [field])
+        reply = await self._lookup(self._keys(user_id), [field])
         history = [item.decode() for item in reply[3:]] if reply[2] else None
         return Lookup(reply[1] or None, history, reply[0])
 
@@ -194,7 +203,7 @@ class RedisCache:
             self.history_len,
             payload,
         ]
-        return bool(await self._run(self._store_script, self._keys(user_id), args))
+        return bool(await self._store(self._keys(user_id), args))
 
     async def get_history(self, user_id: str) -> list[str] | None:
         """The cached recent history, oldest first, or None when not cached."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -25,7 +24,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.cache import RedisCache
-from bench.common import write_result
+from bench.common import median, write_result
 
 REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 CONCURRENCY = 16
@@ -52,9 +51,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate the two clients for `rounds` rounds over the same cached user."""
     prefix = f"recsys-bench-{uuid.uuid4().hex[:8]}:"
     options = dict(prefix=prefix, history_len=200, ttl_s=60, timeout_s=0.25)
-    pooled = RedisCache(REDIS_URL, **options)  # type: ignore[arg-type]
+    # shared_connection=False: the redis-py path, as used before the shared connection.
+    pooled = RedisCache(REDIS_URL, **options, shared_connection=False)  # type: ignore[arg-type]
     shared = RedisCache(REDIS_URL, **options)  # type: ignore[arg-type]
-    pooled.mux = None  # the redis-py path, as used before the shared connection
     seen = await shared.lookup("u", "mf:v1")
     await shared.store("u", "mf:v1", seen, b"\x00" * 1300, None)  # a state's typical size
     clients = {"redis-py pool": pooled, "shared connection": shared}
@@ -69,7 +68,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await shared.drop_users(["u"])
         for cache in clients.values():
             await cache.close()
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    medians = {name: median(values) for name, values in samples.items()}
     return {
         "calls_per_round": args.calls,
         "concurrency": CONCURRENCY,

@@ -11,13 +11,17 @@ from app.cache import CacheBackend, LocalCache, RedisCache
 from tests.conftest import REDIS_URL
 
 
-@pytest.fixture(params=["redis", "local"])
+@pytest.fixture(params=["redis", "redis-pool", "local"])
 async def cache(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[CacheBackend]:
-    """A backend with a history length of 5 and its own key prefix."""
+    """A backend with a history length of 5 and its own key prefix; "redis-pool" runs the
+    per-request scripts on redis-py's pool, as for TLS URLs, instead of the shared connection."""
     backend: CacheBackend
-    if request.param == "redis":
+    if request.param.startswith("redis"):
         prefix = f"{redis_prefix}{uuid.uuid4().hex[:6]}:"
-        backend = RedisCache(REDIS_URL, prefix=prefix, history_len=5, ttl_s=60, timeout_s=1)
+        shared = request.param == "redis"
+        backend = RedisCache(
+            REDIS_URL, prefix=prefix, history_len=5, ttl_s=60, timeout_s=1, shared_connection=shared
+        )
     else:
         backend = LocalCache(max_users=100, history_len=5, ttl_s=60)
     yield backend
