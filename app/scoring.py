@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from models.base import mask_items
+
 Ranked = tuple[np.ndarray, np.ndarray]  # item indices (int32, best first), their scores (f32)
 
 
@@ -17,11 +19,7 @@ def rank_rows(
     items left out (fewer than k when fewer are left). One matrix product for the batch."""
     with torch.inference_mode():
         scores = vectors @ item_vectors.T  # (B, I)
-        lengths = [len(b) for b in blocked]
-        if sum(lengths):
-            rows = torch.from_numpy(np.repeat(np.arange(len(blocked)), lengths))
-            cols = torch.from_numpy(np.concatenate(blocked).astype(np.int64, copy=False))
-            scores[rows, cols] = float("-inf")
+        mask_items(scores, blocked)
         values, indices = torch.topk(scores, k=min(k, scores.shape[1]), dim=1)
     out = []
     for top, top_values in zip(indices.numpy(), values.numpy(), strict=True):

@@ -233,16 +233,24 @@ class LeaveOneOut:
         )
 
     @classmethod
-    def from_rows(cls, train: Interactions, val: Interactions, test: Interactions) -> LeaveOneOut:
-        """Index three row tables (one val and one test row per user) into a LeaveOneOut."""
-        users = IdMap.sorted_from(np.concatenate([train.user_ids, val.user_ids, test.user_ids]))
-        items = IdMap.sorted_from(np.concatenate([train.item_ids, val.item_ids, test.item_ids]))
+    def from_rows(
+        cls, train: Interactions, val: Interactions, test: Interactions | None
+    ) -> LeaveOneOut:
+        """Index the row tables (one val and one test row per user) into a LeaveOneOut; without
+        a test table every test target is -1 (unknown)."""
+        tables = [train, val] if test is None else [train, val, test]
+        users = IdMap.sorted_from(np.concatenate([t.user_ids for t in tables]))
+        items = IdMap.sorted_from(np.concatenate([t.item_ids for t in tables]))
         return cls(
             user_ids=users,
             item_ids=items,
             train=_group_histories(train, users, items),
             val=_one_per_user(val, users, items, "val"),
-            test=_one_per_user(test, users, items, "test"),
+            test=(
+                np.full(len(users), -1, dtype=np.int64)
+                if test is None
+                else _one_per_user(test, users, items, "test")
+            ),
         )
 
 
@@ -379,15 +387,7 @@ def load_train_val(path: str | Path) -> LeaveOneOut:
     Users and items are indexed from train and val; every test target is -1 (unknown)."""
     directory = Path(path)
     train, val = (load_interactions(_split_file(directory, s)) for s in ("train", "val"))
-    users = IdMap.sorted_from(np.concatenate([train.user_ids, val.user_ids]))
-    items = IdMap.sorted_from(np.concatenate([train.item_ids, val.item_ids]))
-    data = LeaveOneOut(
-        user_ids=users,
-        item_ids=items,
-        train=_group_histories(train, users, items),
-        val=_one_per_user(val, users, items, "val"),
-        test=np.full(len(users), -1, dtype=np.int64),
-    )
+    data = LeaveOneOut.from_rows(train, val, None)
     data.meta = {"source": str(directory), "format": "split-dir", "test": "not read"}
     return data
 
