@@ -8,23 +8,30 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from app.config import Settings
 from tests.app.serving_fixtures import copy_models, ids, post_history
 from tests.conftest import running_app
 
 
+def own_redis_settings(url: str, pg_database: str, models: Path, **extra: Any) -> Settings:
+    """Postgres and a throwaway Redis, serving the trained checkpoints."""
+    return Settings(
+        database_url=pg_database,
+        redis_url=url,
+        model_dir=models,
+        redis_prefix=f"t{uuid.uuid4().hex[:6]}:",
+        log_level="ERROR",
+        **extra,
+    )
+
+
 async def test_redis_stopped_mid_test_degrades_not_fails(
     own_redis: tuple[str, subprocess.Popen[bytes]], pg_database: str, trained_models: Path
 ) -> None:
     url, server = own_redis
-    settings = Settings(
-        database_url=pg_database,
-        redis_url=url,
-        model_dir=trained_models,
-        redis_prefix=f"t{uuid.uuid4().hex[:6]}:",
-        log_level="ERROR",
-    )
+    settings = own_redis_settings(url, pg_database, trained_models)
     async with running_app(settings) as client:
         await post_history(client, "zed", ["sku-1", "sku-2", "sku-3"])
         before = ids(await client.get("/recommend", params={"user_id": "zed", "model": "mf"}))
@@ -46,14 +53,7 @@ async def test_redis_blocked_mid_test_costs_one_timeout_not_one_per_request(
     own_redis: tuple[str, subprocess.Popen[bytes]], pg_database: str, trained_models: Path
 ) -> None:
     url, server = own_redis
-    settings = Settings(
-        database_url=pg_database,
-        redis_url=url,
-        model_dir=trained_models,
-        redis_prefix=f"t{uuid.uuid4().hex[:6]}:",
-        cache_timeout_s=0.2,
-        log_level="ERROR",
-    )
+    settings = own_redis_settings(url, pg_database, trained_models, cache_timeout_s=0.2)
     async with running_app(settings) as client:
         await post_history(client, "zoe", ["sku-1", "sku-2", "sku-3"])
         params = {"user_id": "zoe", "model": "mf"}
