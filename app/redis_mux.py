@@ -46,6 +46,7 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self.outbox: list[bytes] = []  # packed commands of this loop iteration, not yet written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -73,10 +74,20 @@ class _Protocol(asyncio.Protocol):
         """Write one command; the future gets its reply."""
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise RedisConnectionError("Redis connection is closed")
-        future = asyncio.get_running_loop().create_future()
-        self.transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]  # stub: 1-tuple
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.outbox:
+            loop.call_soon(self._flush)
+        self.outbox.append(hiredis.pack_command(args))  # type: ignore[arg-type]  # stub: 1-tuple
         self.waiting.append(future)
         return future
+
+    def _flush(self) -> None:
+        """Write every command sent during the last loop iteration in one socket write: under
+        load the concurrent requests' commands share a system call (auto-pipelining)."""
+        data, self.outbox = b"".join(self.outbox), []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)  # a lost connection has already failed the waiters
 
     def close(self) -> None:
         if self.transport is not None:
