@@ -12,10 +12,11 @@ history does not depend on how much padding its batch needed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from models.base import History, Recommender
@@ -45,6 +47,9 @@ class SASRecConfig:
     blocks: int = 2  # Transformer blocks
     heads: int = 1  # attention heads (hidden must be divisible by heads)
     ffn_mult: int = 1  # feed-forward width = ffn_mult * hidden (original SASRec: 1)
+    positions: str = "start"  # "start": position t counts from the window's first item;
+    # "end": from its last item (the last item always gets the same embedding, as with the
+    # left padding of the original SASRec)
     dropout: float = 0.1  # on embeddings and residual branches
     attn_dropout: float = 0.0  # on attention weights; > 0 forces SDPA's slower math path on CPU
     lr: float = 2e-3  # AdamW peak learning rate
@@ -54,10 +59,14 @@ class SASRecConfig:
     batch_size: int = 16  # users (sequences) per step; batches hold users of similar length
     random_windows: float = 0.5  # chance a history longer than max_len + 1 trains on a random
     # earlier window instead of its last one (uses the older part of long histories)
+    ema_decay: float = 0.0  # > 0: validate, keep and return an exponential moving average of
+    # the weights, updated every step with this decay (0: the weights as trained)
     epochs: int = 40  # upper bound on training epochs (and the cosine horizon)
     patience: int = 10  # stop after this many validations without a better val NDCG@10
     eval_every: int = 2  # epochs between validations
     loss: str = "ce"  # "ce": softmax over all items; "sampled": over n_negatives + the positive
+    recency_boost: float = 0.0  # b: a target d steps before the end of its user's history
+    recency_halflife: float = 2.0  # weighs 1 + b * 2^(-d / halflife) in the loss (0: uniform)
     mask_history: bool = True  # "ce" only: leave the items seen so far out of each softmax
     n_negatives: int = 256  # "sampled" only: uniform negatives shared by the whole batch
     max_seconds: float | None = None  # wall-clock budget; training stops, keeping the best state
@@ -70,6 +79,8 @@ class SASRecConfig:
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
+        if self.positions not in ("start", "end"):
+            raise ValueError(f"positions must be 'start' or 'end', not {self.positions!r}")
         if self.loss not in ("ce", "sampled"):
             raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
         if self.device != "auto" and torch.device(self.device).type not in ("cpu", "cuda"):
@@ -160,6 +171,7 @@ class SASRecNet(nn.Module):
         self.pad = num_items  # padding index: one row past the last item, kept at zero
         self.item_emb = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=num_items)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.from_end = cfg.positions == "end"
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
         self.ln_out = nn.LayerNorm(cfg.hidden)
@@ -167,10 +179,21 @@ class SASRecNet(nn.Module):
         self.register_buffer("empty_user", torch.zeros(cfg.hidden))
         self.apply(_init_weights)
 
+    def embed(self, seqs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Item plus position embeddings (B, L, D) of right-padded sequences (B, L); `lengths`
+        (B,) of the real items, counted from `seqs` when not given (positions from the end)."""
+        pos = torch.arange(seqs.shape[1], device=seqs.device)  # (L,)
+        if self.from_end:
+            if lengths is None:
+                lengths = (seqs != self.pad).sum(dim=1)
+            # The last real item gets max_len - 1; padding slots (never attended to) are clamped.
+            top = self.pos_emb.num_embeddings - 1
+            pos = (top + 1 - lengths[:, None] + pos[None, :]).clamp(0, top)  # (B, L)
+        return self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, D) for right-padded item sequences (B, L)."""
-        pos = torch.arange(seqs.shape[1], device=seqs.device)  # (L,)
-        x = self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+        x = self.embed(seqs)  # (B, L, D)
         for block in self.blocks:
             x = block(x)
         return self.ln_out(x)  # (B, L, D)
@@ -178,8 +201,7 @@ class SASRecNet(nn.Module):
     def last_states(self, seqs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """forward(seqs)[arange(B), last] without computing the other positions of the final
         block: about half the cost of encoding a user for serving."""
-        pos = torch.arange(seqs.shape[1], device=seqs.device)  # (L,)
-        x = self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+        x = self.embed(seqs, last + 1)  # (B, L, D)
         *early, final = self.blocks
         for block in early:
             x = block(x)
@@ -219,35 +241,41 @@ class LinearCrossEntropy(torch.autograd.Function):
         items: torch.Tensor,
         labels: torch.Tensor,
         excluded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`excluded`: optional (row, item) pairs, sorted by row, left out of the row's softmax."""
+        """`excluded`: optional (row, item) pairs, sorted by row, left out of the row's softmax;
+        `weights`: optional (N,) row weights (the loss is then their weighted mean)."""
         grad_states, grad_items = torch.empty_like(states), torch.zeros_like(items)
         total = states.new_zeros(())
         for start in range(0, states.shape[0], CE_CHUNK):
             rows = slice(start, start + CE_CHUNK)
             h, y = states[rows], labels[rows]  # (C, D), (C,)
             cols = torch.arange(len(y), device=y.device)  # (C,)
+            w = None if weights is None else weights[rows]  # (C,)
             probs = items @ h.T  # logits (I, C), turned into softmax - onehot in place
             if excluded is not None:
                 _exclude(probs, excluded, start, y, float("-inf"))
             peak = probs.amax(dim=0)  # (C,)
-            total -= (probs[y, cols] - peak).sum()
+            target = probs[y, cols] - peak  # (C,)
+            total -= target.sum() if w is None else (target * w).sum()
             probs.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
             if excluded is not None:
                 _exclude(probs, excluded, start, y, 0.0)  # the floor lifted them from -inf
             norm = probs.sum(dim=0)  # (C,)
-            total += norm.log().sum()
+            total += norm.log().sum() if w is None else (norm.log() * w).sum()
             probs.div_(norm)[y, cols] -= 1.0
+            if w is not None:
+                probs.mul_(w)  # each column's gradient scaled by its row weight
             torch.mm(probs.T, items, out=grad_states[rows])
             grad_items.addmm_(probs, h)
-        n = max(states.shape[0], 1)
+        n = max(states.shape[0], 1) if weights is None else weights.sum().clamp(min=1e-12)
         ctx.save_for_backward(grad_states / n, grad_items / n)
         return total / n
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_states, grad_items = ctx.saved_tensors
-        return grad_states * grad, grad_items * grad, None, None
+        return grad_states * grad, grad_items * grad, None, None, None
 
 
 def _exclude(
@@ -373,6 +401,12 @@ class SASRec(Recommender):
         train = [s for s in train if len(s) >= 2]  # a pair (input, next item) needs two items
         lengths = np.array([min(len(s) - 1, cfg.max_len) for s in train], dtype=np.int64)
         optimizer, schedule = self._optimizer(math.ceil(len(train) / cfg.batch_size))
+        ema = (
+            AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+            if cfg.ema_decay > 0
+            else None
+        )
+        scored = self.net if ema is None else ema.module  # the weights validated and kept
         start = time.perf_counter()
         best: dict[str, float] = {"epoch": 0, "val_ndcg@10": -1.0, "seconds": 0.0}
         best_state = copy.deepcopy(self.net.state_dict())
@@ -380,22 +414,23 @@ class SASRec(Recommender):
         own_bar = cfg.progress and self.epoch_callback is None  # models.train draws its own
         for epoch in tqdm(range(1, cfg.epochs + 1), desc="sasrec", disable=not own_bar):
             stats = {"epoch": epoch, "epochs": cfg.epochs}
-            stats["loss"] = self._train_epoch(train, lengths, optimizer, schedule, rng)
+            stats["loss"] = self._train_epoch(train, lengths, optimizer, schedule, rng, ema)
             out_of_time = self._out_of_time(time.perf_counter() - start, epoch)
             last = epoch == cfg.epochs or out_of_time
             if valid is not None and (epoch % cfg.eval_every == 0 or last):
-                stats.update(self._validate(valid))
+                with self._using(scored):
+                    stats.update(self._validate(valid))
             stats["seconds"] = time.perf_counter() - start
             history.append(stats)
             self.log_epoch(**stats)
             if stats.get("val_ndcg@10", -1.0) > best["val_ndcg@10"]:
-                best, best_state = stats, copy.deepcopy(self.net.state_dict())
+                best, best_state = stats, copy.deepcopy(scored.state_dict())
             # Without validation (a refit) there is nothing to stall on: run every epoch.
             stalled = valid is not None and epoch - best["epoch"] >= cfg.patience * cfg.eval_every
             if out_of_time or stalled:
                 break
         if valid is None:
-            best, best_state = history[-1], self.net.state_dict()
+            best, best_state = history[-1], scored.state_dict()
         self._restore(best_state, train)
         return {
             "epochs": len(history),
@@ -406,6 +441,16 @@ class SASRec(Recommender):
             "seconds_to_best": best["seconds"],
             "history": history,
         }
+
+    @contextlib.contextmanager
+    def _using(self, net: nn.Module) -> Iterator[None]:
+        """Score with `net` (the moving average's copy) in place of the trained weights."""
+        kept, self.net = self.net, net  # type: ignore[assignment]
+        net.eval()
+        try:
+            yield
+        finally:
+            self.net = kept
 
     def _out_of_time(self, elapsed: float, epochs_done: int) -> bool:
         """True when another epoch of the average length would overrun `max_seconds`."""
@@ -445,22 +490,25 @@ class SASRec(Recommender):
         optimizer: torch.optim.Optimizer,
         schedule: torch.optim.lr_scheduler.LRScheduler,
         rng: np.random.Generator,
+        ema: AveragedModel | None = None,
     ) -> float:
         """One pass over all users in length-bucketed batches; returns the mean loss."""
         self.net.train()
         total, count = 0.0, 0
         for batch in length_batches(lengths, self.config.batch_size, rng):
             seqs = [train[i] for i in batch]
-            inputs, targets = training_pairs(
-                seqs, self.config.max_len, self.net.pad, self._window_ends(seqs, rng)
-            )
+            ends = self._window_ends(seqs, rng)
+            inputs, targets = training_pairs(seqs, self.config.max_len, self.net.pad, ends)
+            weights = self._recency_weights(seqs, ends, targets.shape[1])
             device = self.net.empty_user.device
             inputs, targets = inputs.to(device), targets.to(device)
-            loss = self._loss(inputs, targets, rng)
+            loss = self._loss(inputs, targets, rng, None if weights is None else weights.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            if ema is not None:
+                ema.update_parameters(self.net)
             total, count = total + loss.item(), count + 1
         self.net.eval()
         return total / max(count, 1)
@@ -475,10 +523,29 @@ class SASRec(Recommender):
                 ends[row] = int(rng.integers(cfg.max_len + 1, n + 1))
         return ends
 
+    def _recency_weights(
+        self, seqs: list[np.ndarray], ends: list[int], width: int
+    ) -> torch.Tensor | None:
+        """Per target (B, width): 1 + boost * 2^(-steps from its history's end / halflife); None
+        when the boost is off. Targets of an earlier window are that much further from the end."""
+        cfg = self.config
+        if cfg.recency_boost <= 0:
+            return None
+        lengths = np.array([len(s) for s in seqs])[:, None]  # (B, 1)
+        end = np.asarray(ends)[:, None]  # (B, 1)
+        count = np.minimum(end, cfg.max_len + 1) - 1  # (B, 1) targets in the window
+        steps = (lengths - end) + (count - 1) - np.arange(width)[None, :]  # (B, width)
+        weights = 1.0 + cfg.recency_boost * np.exp2(-np.maximum(steps, 0) / cfg.recency_halflife)
+        return torch.from_numpy(weights.astype(np.float32))
+
     def _loss(
-        self, inputs: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        rng: np.random.Generator,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Next-item cross-entropy at the non-padded positions only."""
+        """Next-item cross-entropy at the non-padded positions only, optionally weighted."""
         cfg = self.config
         hidden = self.net(inputs)  # (B, L, D)
         keep = targets >= 0  # (B, L)
@@ -486,14 +553,19 @@ class SASRec(Recommender):
         items = self.net.items()  # (I, D)
         if cfg.loss == "ce":
             excluded = seen_items(inputs, keep) if cfg.mask_history else None
-            return LinearCrossEntropy.apply(states, items, labels, excluded)
+            row_weights = None if weights is None else weights[keep]  # (N,)
+            return LinearCrossEntropy.apply(states, items, labels, excluded, row_weights)
         negatives = torch.from_numpy(rng.integers(0, self.num_items, cfg.n_negatives))
         negatives = negatives.to(states.device)
         positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)
         negative = states @ items[negatives].T  # (N, K)
         negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
         logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
-        return F.cross_entropy(logits, torch.zeros_like(labels))
+        losses = F.cross_entropy(logits, torch.zeros_like(labels), reduction="none")  # (N,)
+        if weights is None:
+            return losses.mean()
+        row_weights = weights[keep]
+        return (losses * row_weights).sum() / row_weights.sum()
 
     def _validate(self, valid: EvalSet) -> dict[str, float]:
         """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""

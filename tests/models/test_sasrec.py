@@ -8,6 +8,8 @@ import torch
 from safetensors.torch import load, save
 
 import models.sasrec as sasrec
+from models.data import EvalSet
+from models.metrics import evaluate
 from models.sasrec import (
     LinearCrossEntropy,
     SASRec,
@@ -57,8 +59,9 @@ def trained() -> SASRec:
     return model
 
 
-def test_causal_later_items_do_not_change_earlier_positions() -> None:
-    model = SASRec(NUM_ITEMS, tiny_config())
+@pytest.mark.parametrize("positions", ["start", "end"])
+def test_causal_later_items_do_not_change_earlier_positions(positions: str) -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(positions=positions))
     seq = torch.tensor([[3, 8, 1, 4, 15, 9, 26, 5]])
     changed = seq.clone()
     changed[0, 5:] = torch.tensor([0, 0, 0])
@@ -68,8 +71,9 @@ def test_causal_later_items_do_not_change_earlier_positions() -> None:
     assert not torch.allclose(before[:, 5:], after[:, 5:])
 
 
-def test_padding_does_not_change_outputs() -> None:
-    model = SASRec(NUM_ITEMS, tiny_config())
+@pytest.mark.parametrize("positions", ["start", "end"])
+def test_padding_does_not_change_outputs(positions: str) -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(positions=positions))
     short, long = np.array([4, 9, 2]), np.arange(11)
     alone = model.user_vectors([short])  # no padding
     padded = model.user_vectors([short, long])  # short is padded to the long length
@@ -208,14 +212,93 @@ def test_history_masked_cross_entropy_leaves_seen_items_out(
         torch.testing.assert_close(g, w)
 
 
-def test_last_states_match_the_full_forward_at_each_last_position(trained: SASRec) -> None:
+@pytest.mark.parametrize("positions", ["start", "end"])
+def test_last_states_match_the_full_forward_at_each_last_position(positions: str) -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(positions=positions, epochs=2))
+    model.fit(cyclic_sequences())
     seqs = [np.arange(n) % NUM_ITEMS for n in (1, 5, 12, 3)]
-    padded = pad_right(seqs, trained.net.pad)
+    padded = pad_right(seqs, model.net.pad)
     last = torch.tensor([len(s) - 1 for s in seqs])
-    trained.net.eval()
     with torch.inference_mode():
-        full = trained.net(padded)[torch.arange(len(seqs)), last]
-        torch.testing.assert_close(trained.net.last_states(padded, last), full)
+        full = model.net(padded)[torch.arange(len(seqs)), last]
+        torch.testing.assert_close(model.net.last_states(padded, last), full)
+
+
+def test_positions_from_the_end_give_every_last_item_the_same_position() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(positions="end", dropout=0.0))
+    seqs = [np.array([4, 9, 2]), np.arange(12), np.array([7])]
+    padded = pad_right(seqs, model.net.pad)
+    with torch.no_grad():
+        positions = model.net.embed(padded) - model.net.item_emb(padded)  # (B, L, D)
+    table = model.net.pos_emb.weight
+    for row, seq in enumerate(seqs):
+        n = len(seq)  # item t of n sits max_len - n + t: the last at max_len - 1
+        torch.testing.assert_close(positions[row, :n], table[12 - n : 12])
+    with pytest.raises(ValueError, match="positions"):
+        tiny_config(positions="middle")
+
+
+def test_recency_weights_count_steps_from_the_end_of_the_whole_history() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(max_len=3, recency_boost=4.0, recency_halflife=1.0))
+    seqs = [np.arange(3), np.arange(10)]
+    # Row 0: targets are items 1 and 2 (1 and 0 steps from the end); row 1 trains on the
+    # earlier window ending at 6: targets 3, 4, 5, which are 6, 5 and 4 steps from the end.
+    weights = model._recency_weights(seqs, [3, 6], width=3)
+    assert weights is not None
+    steps = [[1, 0], [6, 5, 4]]
+    for row, row_steps in enumerate(steps):
+        expected = [1 + 4.0 * 2.0**-d for d in row_steps]
+        np.testing.assert_allclose(weights[row, : len(row_steps)].numpy(), expected, rtol=1e-6)
+    plain = SASRec(NUM_ITEMS, tiny_config())
+    assert plain._recency_weights(seqs, [3, 10], width=3) is None
+
+
+def test_weighted_fused_cross_entropy_matches_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sasrec, "CE_CHUNK", 7)
+    gen = torch.Generator().manual_seed(1)
+    states = torch.randn(30, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(11, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 11, (30,), generator=gen)
+    weights = 1 + 5 * torch.rand(30, generator=gen, dtype=torch.float64)
+    losses = torch.nn.functional.cross_entropy(states @ items.T, labels, reduction="none")
+    expected = (losses * weights).sum() / weights.sum()
+    loss = LinearCrossEntropy.apply(states, items, labels, None, weights)
+    torch.testing.assert_close(loss, expected)
+    got = torch.autograd.grad(loss, (states, items))
+    for g, w in zip(got, torch.autograd.grad(expected, (states, items)), strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_recency_boost_still_learns_the_pattern() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(recency_boost=10.0))
+    model.fit(cyclic_sequences())
+    histories = [(s + np.arange(6)) % NUM_ITEMS for s in range(NUM_ITEMS)]
+    ids, _ = model.recommend(histories, k=1)
+    expected = torch.tensor([(s + 6) % NUM_ITEMS for s in range(NUM_ITEMS)])
+    assert (ids[:, 0] == expected).float().mean() >= 0.9
+
+
+def test_ema_returns_the_moving_average_not_the_last_weights() -> None:
+    # With a decay this close to 1 the average stays at the weights after the first step (it
+    # starts there); fit returning the trained weights instead would move them much further.
+    def moved(model: SASRec) -> float:
+        initial = model.net.item_emb.weight.detach().clone()
+        model.fit(cyclic_sequences())
+        return float((model.net.item_emb.weight.detach() - initial).abs().max())
+
+    averaged = moved(SASRec(NUM_ITEMS, tiny_config(ema_decay=1 - 1e-9, epochs=3)))
+    trained = moved(SASRec(NUM_ITEMS, tiny_config(epochs=3)))
+    assert averaged < 0.005 < 0.05 < trained
+
+
+def test_ema_validates_and_keeps_the_averaged_weights() -> None:
+    seqs = cyclic_sequences()
+    valid = EvalSet([s[:-1] for s in seqs], np.array([s[-1] for s in seqs]))
+    model = SASRec(NUM_ITEMS, tiny_config(ema_decay=0.9, eval_every=1, epochs=8, patience=8))
+    report = model.fit([s[:-1] for s in seqs], valid)
+    assert report["best_val_ndcg@10"] > 0.8  # the cyclic pattern, scored with the average
+    kept = evaluate(model, valid, ks=(10,))["ndcg@10"]
+    assert kept == pytest.approx(report["best_val_ndcg@10"], abs=1e-6)
 
 
 def test_length_groups_cover_every_row_once_with_similar_lengths() -> None:
