@@ -1,13 +1,14 @@
 """One Redis connection shared by every request of a process, for the hot-path scripts.
 
 Redis answers the commands of one connection in the order they were sent, so concurrent
-requests can write their commands as they come and take the replies in that order: the
-commands of 16 concurrent requests go out and come back in a few socket operations instead of
-a connection checkout, a write and a read each. Per script call, redis-py's pooled client
-spends about five times the client CPU of this connection (80-130 us against 15-26 us here,
-bench/results/redis_client.json): a pool checkout, packing in Python, and a task per
-`asyncio.wait_for` on every write when a socket timeout is set. Packing and parsing here are
-hiredis's, in C.
+requests can send their commands as they come and take the replies in that order. The commands
+sent during one event-loop iteration go out in one socket write (auto-pipelining), so under
+load the commands of concurrent requests share system calls instead of each paying a
+connection checkout, a write and a read. Per script call, redis-py's pooled client spends about
+four times the client CPU of this connection (48.7 us against 12.4 us in the last run of
+bench/redis_client.py; without the shared write 16-18 us): a pool checkout, packing in Python,
+and a task per `asyncio.wait_for` on every write when a socket timeout is set. Packing and
+parsing here are hiredis's, in C.
 
 It serves `EVALSHA` of registered scripts only; every other command stays on redis-py. A
 reply that does not come within the timeout fails its caller and closes the connection (a
