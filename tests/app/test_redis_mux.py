@@ -48,6 +48,27 @@ async def test_concurrent_calls_each_get_their_own_reply(
     ]
 
 
+async def test_commands_of_one_loop_iteration_share_one_socket_write(
+    shared: tuple[MuxConnection, str],
+) -> None:
+    mux, prefix = shared
+    sha = mux.register(ECHO)
+    await mux.evalsha(sha, [f"{prefix}warm"], [0])  # connected, script loaded
+    protocol = mux._protocol
+    assert protocol is not None and protocol.transport is not None
+    writes: list[bytes] = []
+    write = protocol.transport.write
+
+    def counted(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    protocol.transport.write = counted  # type: ignore[method-assign]
+    replies = await asyncio.gather(*(mux.evalsha(sha, [f"{prefix}{n}"], [n]) for n in range(50)))
+    assert [r[1] for r in replies] == [str(n).encode() for n in range(50)]
+    assert len(writes) == 1 and writes[0].count(b"EVALSHA") == 50
+
+
 async def test_a_script_redis_forgot_is_loaded_again(
     own_redis: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
