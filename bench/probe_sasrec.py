@@ -1,0 +1,132 @@
+"""Two validation-only probes of what SASRec's accuracy on ml1m-half-loo rests on.
+
+  python -m bench.probe_sasrec ties --seed 0
+      Fit the committed config while the items of a user that share a timestamp are put in a
+      random order at every epoch (the split keeps same-second ratings in file order); compare
+      its best validation NDCG@10 with the plain fit's (`bench.tune_sasrec`).
+  python -m bench.probe_sasrec prior --checkpoint var/ckpt/sasrec
+      Add beta * log(1 + the item's interactions in the W seconds before the user's last
+      training event) to a trained checkpoint's scores and print validation NDCG@10 per W, beta.
+
+Only train and val are read (`load_train_val`): the test file is never opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.data import LeaveOneOut, default_data_dir, load_interactions, load_train_val
+from models.metrics import evaluate
+from models.sasrec import SASRec, SASRecConfig
+
+
+def train_times(path: Path, data: LeaveOneOut) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per user, the timestamps of `data.train` in its order; and the flat (user, item, time)."""
+    rows = load_interactions(path / "train.tsv.gz")
+    users = data.user_ids.indices(rows.user_ids)
+    items = data.item_ids.indices(rows.item_ids)
+    order = np.lexsort((rows.timestamps, users))  # the loaders' order: ties keep file order
+    cuts = np.cumsum(np.bincount(users, minlength=len(data.user_ids)))[:-1]
+    times = np.split(rows.timestamps[order], cuts)
+    ordered = np.split(items[order], cuts)
+    same = all((a == b).all() for a, b in zip(ordered, data.train, strict=True))
+    assert same, "train order differs from the loader's"
+    return times, np.stack([users, items, rows.timestamps])
+
+
+class TieShuffled(SASRec):
+    """SASRec whose training sequences have their same-timestamp items permuted every epoch."""
+
+    times: list[np.ndarray]
+
+    def _train_epoch(self, train: list[np.ndarray], *args: Any, **kwargs: Any) -> float:
+        rng: np.random.Generator = args[3]
+        shuffled = [
+            s[np.lexsort((rng.random(len(s)), t))] for s, t in zip(train, self.times, strict=True)
+        ]
+        return super()._train_epoch(shuffled, *args, **kwargs)
+
+
+def ties(path: Path, seed: int) -> dict[str, Any]:
+    """Best validation of the committed config trained with same-second items shuffled."""
+    data = load_train_val(path)
+    model = TieShuffled(data.num_items, SASRecConfig(seed=seed, threads=1, progress=False))
+    model.times, _ = train_times(path, data)
+    report = model.fit(data.train, data.val_set())
+    best = report["best"]
+    return {
+        "probe": "ties",
+        "seed": seed,
+        "val_ndcg@10": round(best["val_ndcg@10"], 4),
+        "val_hr@10": round(best["val_hr@10"], 4),
+        "best_epoch": report["best_epoch"],
+    }
+
+
+def windowed_counts(flat: np.ndarray, at: np.ndarray, window: float, items: int) -> np.ndarray:
+    """(U, I): per user, each item's interactions in (at[u] - window, at[u]]."""
+    _, item, time = flat
+    order = np.lexsort((time, item))
+    item, time = item[order], time[order]
+    bounds = np.searchsorted(item, np.arange(items + 1))
+    counts = np.zeros((len(at), items), dtype=np.float32)
+    for i in range(items):
+        t = time[bounds[i] : bounds[i + 1]]
+        counts[:, i] = np.searchsorted(t, at, "right") - np.searchsorted(t, at - window, "right")
+    return counts
+
+
+class FixedScores:
+    """A Scorer over precomputed (U, I) scores, found by the identity of each history."""
+
+    def __init__(self, scores: torch.Tensor, histories: list[np.ndarray]) -> None:
+        self.scores, self.num_items = scores, scores.shape[1]
+        self.rows = {id(h): row for row, h in enumerate(histories)}
+
+    def score(self, histories: Any) -> torch.Tensor:
+        return self.scores[[self.rows[id(h)] for h in histories]]
+
+
+def prior(path: Path, checkpoint: Path) -> list[dict[str, float]]:
+    """Validation NDCG@10 of checkpoint scores plus the windowed-popularity prior."""
+    data = load_train_val(path)
+    model = load_checkpoint(checkpoint).model
+    _, flat = train_times(path, data)
+    last = np.zeros(len(data.user_ids), dtype=np.int64)
+    np.maximum.at(last, flat[0], flat[2])
+    valid = data.val_set()
+    with torch.inference_mode():
+        scores = model.user_vectors(valid.histories) @ model.item_vectors().T  # (U, I)
+    out = []
+    for days in (1, 7, 30):
+        counts = windowed_counts(flat, last, days * 86400, data.num_items)
+        log_counts = torch.from_numpy(np.log1p(counts))
+        for beta in (0.0, 0.1, 0.25, 0.5, 1.0):
+            scorer = FixedScores(scores + beta * log_counts, valid.histories)
+            metrics = evaluate(scorer, valid, ks=(10,))
+            out.append({"days": days, "beta": beta, "val_ndcg@10": round(metrics["ndcg@10"], 4)})
+    return out
+
+
+def main() -> None:
+    """Run one probe and print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("probe", choices=("ties", "prior"))
+    parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default="var/ckpt/sasrec")
+    args = parser.parse_args()
+    path = Path(args.data)
+    result = ties(path, args.seed) if args.probe == "ties" else prior(path, Path(args.checkpoint))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
