@@ -4,6 +4,14 @@
       Fit the committed config while the items of a user that share a timestamp are put in a
       random order at every epoch (the split keeps same-second ratings in file order); compare
       its best validation NDCG@10 with the plain fit's (`bench.tune_sasrec`).
+  python -m bench.probe_sasrec gaps --seed 0
+      Fit the committed config with one more input embedding per item: the bucket of the time
+      since the user's previous item (same second, a minute, an hour, a day, a month, more),
+      as TiSASRec uses intervals; only the history's own times, never the target's.
+  python -m bench.probe_sasrec gaps-protocol --seed 0
+      The same model under bench.protocol_check's protocol: on the split shifted one item back,
+      fit with early stopping, then refit for the best epoch count; both scored on the real
+      validation items (compare with bench/results/protocol_sasrec.json).
   python -m bench.probe_sasrec prior --checkpoint var/ckpt/sasrec
       Add beta * log(1 + the item's interactions in the W seconds before the user's last
       training event) to a trained checkpoint's scores and print validation NDCG@10 per W, beta.
@@ -22,9 +30,9 @@ import numpy as np
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.data import LeaveOneOut, default_data_dir, load_interactions, load_train_val
+from models.data import EvalSet, LeaveOneOut, default_data_dir, load_interactions, load_train_val
 from models.metrics import evaluate
-from models.sasrec import SASRec, SASRecConfig
+from models.sasrec import LinearCrossEntropy, SASRec, SASRecConfig, SASRecNet, seen_items
 
 
 def train_times(path: Path, data: LeaveOneOut) -> tuple[list[np.ndarray], np.ndarray]:
@@ -67,6 +75,118 @@ def ties(path: Path, seed: int) -> dict[str, Any]:
         "val_ndcg@10": round(best["val_ndcg@10"], 4),
         "val_hr@10": round(best["val_hr@10"], 4),
         "best_epoch": report["best_epoch"],
+    }
+
+
+# Seconds since the previous item: 0 | < 1 min | < 1 h | < 1 day | < 30 days | more; then "first".
+GAP_EDGES = np.array([1, 60, 3600, 86400, 30 * 86400])
+GAP_BUCKETS = len(GAP_EDGES) + 2
+
+
+def gap_buckets(times: np.ndarray) -> np.ndarray:
+    """Per item, the bucket of the time since the previous item; the first item its own."""
+    inner = np.searchsorted(GAP_EDGES, np.diff(times), side="right")
+    return np.concatenate([[GAP_BUCKETS - 1], inner]).astype(np.int64)
+
+
+class GapNet(SASRecNet):
+    """Input tokens carry item and gap bucket: token = item + (num_items + 1) * bucket."""
+
+    def __init__(self, cfg: SASRecConfig, num_items: int) -> None:
+        super().__init__(cfg, num_items)
+        self.gap_emb = torch.nn.Embedding(GAP_BUCKETS, cfg.hidden)
+        torch.nn.init.normal_(self.gap_emb.weight, std=0.02)
+
+    def embed(self, seqs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        width = self.pad + 1
+        items, buckets = seqs % width, seqs // width
+        pos = torch.arange(seqs.shape[1], device=seqs.device)
+        return self.drop(self.item_emb(items) + self.pos_emb(pos) + self.gap_emb(buckets))
+
+
+class GapSASRec(SASRec):
+    """SASRec over gap-carrying tokens; scored histories are looked up by identity."""
+
+    def __init__(self, num_items: int, config: SASRecConfig) -> None:
+        super().__init__(num_items, config)
+        torch.manual_seed(config.seed)
+        self.net = GapNet(config, num_items)
+        self.net.eval()
+        self.tokens: dict[int, np.ndarray] = {}
+
+    def user_vectors(self, histories: Any, batch_size: int = 256) -> torch.Tensor:
+        return super().user_vectors([self.tokens.get(id(h), h) for h in histories], batch_size)
+
+    def _window(self, history: Any) -> np.ndarray:
+        return np.asarray(history, dtype=np.int64)[-self.config.max_len :]
+
+    def _loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        rng: np.random.Generator,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        width = self.net.pad + 1
+        hidden = self.net(inputs)
+        keep = targets >= 0
+        states, labels = hidden[keep], targets[keep] % width
+        excluded = seen_items(inputs % width, keep)
+        return LinearCrossEntropy.apply(states, self.net.items(), labels, excluded)
+
+
+def gaps(path: Path, seed: int) -> dict[str, Any]:
+    """Best validation of the committed config with gap-bucket input embeddings."""
+    data = load_train_val(path)
+    times, _ = train_times(path, data)
+    width = data.num_items + 1
+    tokens = [h + width * gap_buckets(t) for h, t in zip(data.train, times, strict=True)]
+    model = GapSASRec(data.num_items, SASRecConfig(seed=seed, threads=1, progress=False))
+    model.tokens = {id(h): t for h, t in zip(data.train, tokens, strict=True)}
+    report = model.fit(tokens, data.val_set())
+    best = report["best"]
+    return {
+        "probe": "gaps",
+        "seed": seed,
+        "val_ndcg@10": round(best["val_ndcg@10"], 4),
+        "val_hr@10": round(best["val_hr@10"], 4),
+        "best_epoch": report["best_epoch"],
+    }
+
+
+def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
+    """protocol_check for the gap model: shifted fit, no-refit and refit scores on real val."""
+    data = load_train_val(path)
+    times, _ = train_times(path, data)
+    width = data.num_items + 1
+    tokens = [h + width * gap_buckets(t) for h, t in zip(data.train, times, strict=True)]
+    shorter = [h[:-1] for h in data.train]  # the shifted split's train: its val is the last item
+    shifted_val = EvalSet(shorter, np.array([h[-1] for h in data.train]))
+    real_val = EvalSet(list(data.train), data.val)  # input: the whole train
+    lookup = {id(h): t for h, t in zip(data.train, tokens, strict=True)}
+    lookup |= {id(h): t[:-1] for h, t in zip(shorter, tokens, strict=True)}
+
+    def model(**overrides: Any) -> GapSASRec:
+        built = GapSASRec(
+            data.num_items, SASRecConfig(seed=seed, threads=2, progress=False, **overrides)
+        )
+        built.tokens = lookup
+        return built
+
+    fitted = model()
+    report = fitted.fit([t[:-1] for t in tokens], shifted_val)
+    refit = model(epochs=report["best_epoch"])
+    refit.fit(tokens, None)
+    scores = {
+        "shifted_val": evaluate(fitted, shifted_val, ks=(10,)),
+        "no_refit": evaluate(fitted, real_val, ks=(10,)),
+        "refit": evaluate(refit, real_val, ks=(10,)),
+    }
+    return {
+        "probe": "gaps-protocol",
+        "seed": seed,
+        "best_epoch": report["best_epoch"],
+        **{name: round(m["ndcg@10"], 4) for name, m in scores.items()},
     }
 
 
@@ -118,13 +238,18 @@ def prior(path: Path, checkpoint: Path) -> list[dict[str, float]]:
 def main() -> None:
     """Run one probe and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=("ties", "prior"))
+    parser.add_argument("probe", choices=("ties", "gaps", "gaps-protocol", "prior"))
     parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default="var/ckpt/sasrec")
     args = parser.parse_args()
     path = Path(args.data)
-    result = ties(path, args.seed) if args.probe == "ties" else prior(path, Path(args.checkpoint))
+    result: Any
+    if args.probe == "prior":
+        result = prior(path, Path(args.checkpoint))
+    else:
+        probes = {"ties": ties, "gaps": gaps, "gaps-protocol": gaps_protocol}
+        result = probes[args.probe](path, args.seed)
     print(json.dumps(result, indent=1))
 
 
