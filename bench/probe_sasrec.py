@@ -12,6 +12,9 @@
       The same model under bench.protocol_check's protocol: on the split shifted one item back,
       fit with early stopping, then refit for the best epoch count; both scored on the real
       validation items (compare with bench/results/protocol_sasrec.json).
+  python -m bench.probe_sasrec split --checkpoint var/ckpt/sasrec
+      A trained checkpoint's validation NDCG@10 for the users whose validation item shares its
+      second with their last training item, and for the others.
   python -m bench.probe_sasrec prior --checkpoint var/ckpt/sasrec
       Add beta * log(1 + the item's interactions in the W seconds before the user's last
       training event) to a trained checkpoint's scores and print validation NDCG@10 per W, beta.
@@ -235,18 +238,35 @@ def prior(path: Path, checkpoint: Path) -> list[dict[str, float]]:
     return out
 
 
+def split(path: Path, checkpoint: Path) -> dict[str, Any]:
+    """Validation NDCG@10 of a checkpoint, apart for same-second and later validation items."""
+    data = load_train_val(path)
+    times, _ = train_times(path, data)
+    rows = load_interactions(path / "val.tsv")
+    at = np.zeros(len(data.user_ids), dtype=np.int64)
+    at[data.user_ids.indices(rows.user_ids)] = rows.timestamps
+    same = at == np.array([t[-1] for t in times])
+    model = load_checkpoint(checkpoint).model
+    out: dict[str, Any] = {"probe": "split", "same_second_share": round(float(same.mean()), 4)}
+    for name, users in (("same_second", same), ("later", ~same)):
+        rows_of = np.flatnonzero(users)
+        subset = EvalSet([data.train[u] for u in rows_of], data.val[rows_of])
+        out[name] = round(evaluate(model, subset, ks=(10,))["ndcg@10"], 4)
+    return out
+
+
 def main() -> None:
     """Run one probe and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=("ties", "gaps", "gaps-protocol", "prior"))
+    parser.add_argument("probe", choices=("ties", "gaps", "gaps-protocol", "prior", "split"))
     parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default="var/ckpt/sasrec")
     args = parser.parse_args()
     path = Path(args.data)
     result: Any
-    if args.probe == "prior":
-        result = prior(path, Path(args.checkpoint))
+    if args.probe in ("prior", "split"):
+        result = (prior if args.probe == "prior" else split)(path, Path(args.checkpoint))
     else:
         probes = {"ties": ties, "gaps": gaps, "gaps-protocol": gaps_protocol}
         result = probes[args.probe](path, args.seed)
