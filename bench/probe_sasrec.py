@@ -70,10 +70,14 @@ def ties(path: Path, seed: int) -> dict[str, Any]:
     data = load_train_val(path)
     model = TieShuffled(data.num_items, SASRecConfig(seed=seed, threads=1, progress=False))
     model.times, _ = train_times(path, data)
-    report = model.fit(data.train, data.val_set())
+    return best_of("ties", seed, model.fit(data.train, data.val_set()))
+
+
+def best_of(probe: str, seed: int, report: dict[str, Any]) -> dict[str, Any]:
+    """A fit report's best validation, as a probe's result."""
     best = report["best"]
     return {
-        "probe": "ties",
+        "probe": probe,
         "seed": seed,
         "val_ndcg@10": round(best["val_ndcg@10"], 4),
         "val_hr@10": round(best["val_hr@10"], 4),
@@ -146,15 +150,7 @@ def gaps(path: Path, seed: int) -> dict[str, Any]:
     tokens = [h + width * gap_buckets(t) for h, t in zip(data.train, times, strict=True)]
     model = GapSASRec(data.num_items, SASRecConfig(seed=seed, threads=1, progress=False))
     model.tokens = {id(h): t for h, t in zip(data.train, tokens, strict=True)}
-    report = model.fit(tokens, data.val_set())
-    best = report["best"]
-    return {
-        "probe": "gaps",
-        "seed": seed,
-        "val_ndcg@10": round(best["val_ndcg@10"], 4),
-        "val_hr@10": round(best["val_hr@10"], 4),
-        "best_epoch": report["best_epoch"],
-    }
+    return best_of("gaps", seed, model.fit(tokens, data.val_set()))
 
 
 def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
