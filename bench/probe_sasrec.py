@@ -258,14 +258,20 @@ def main() -> None:
     parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default="var/ckpt/sasrec")
+    parser.add_argument("--edges", default="", help="gaps: bucket edges in seconds, e.g. 1,60")
     args = parser.parse_args()
     path = Path(args.data)
+    if args.edges:  # the gap probes read these module constants when they run
+        edges = np.array([int(edge) for edge in args.edges.split(",")])
+        globals().update(GAP_EDGES=edges, GAP_BUCKETS=len(edges) + 2)
     result: Any
     if args.probe in ("prior", "split"):
         result = (prior if args.probe == "prior" else split)(path, Path(args.checkpoint))
     else:
         probes = {"ties": ties, "gaps": gaps, "gaps-protocol": gaps_protocol}
         result = probes[args.probe](path, args.seed)
+    if isinstance(result, dict) and args.probe.startswith("gaps"):
+        result["edges"] = GAP_EDGES.tolist()
     print(json.dumps(result, indent=1))
 
 
