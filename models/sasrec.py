@@ -552,10 +552,10 @@ class SASRec(Recommender):
         hidden = self.net(inputs)  # (B, L, D)
         keep = targets >= 0  # (B, L)
         states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
+        row_weights = None if weights is None else weights[keep]  # (N,)
         items = self.net.items()  # (I, D)
         if cfg.loss == "ce":
             excluded = seen_items(inputs, keep) if cfg.mask_history else None
-            row_weights = None if weights is None else weights[keep]  # (N,)
             return LinearCrossEntropy.apply(states, items, labels, excluded, row_weights)
         negatives = torch.from_numpy(rng.integers(0, self.num_items, cfg.n_negatives))
         negatives = negatives.to(states.device)
@@ -564,9 +564,8 @@ class SASRec(Recommender):
         negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
         logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
         losses = F.cross_entropy(logits, torch.zeros_like(labels), reduction="none")  # (N,)
-        if weights is None:
+        if row_weights is None:
             return losses.mean()
-        row_weights = weights[keep]
         return (losses * row_weights).sum() / row_weights.sum()
 
     def _validate(self, valid: EvalSet) -> dict[str, float]:
