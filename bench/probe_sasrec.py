@@ -1,4 +1,4 @@
-"""Two validation-only probes of what SASRec's accuracy on ml1m-half-loo rests on.
+"""Validation-only probes of what SASRec's accuracy on ml1m-half-loo rests on.
 
   python -m bench.probe_sasrec ties --seed 0
       Fit the committed config while the items of a user that share a timestamp are put in a
@@ -12,6 +12,10 @@
       The same model under bench.protocol_check's protocol: on the split shifted one item back,
       fit with early stopping, then refit for the best epoch count; both scored on the real
       validation items (compare with bench/results/protocol_sasrec.json).
+  python -m bench.probe_sasrec ensemble --seed 0
+      bench.protocol_check's fit and refit of the plain config, then the refit's and the
+      early-stopped model's scores mixed, w * early-stopped + (1 - w) * refit, for w from 0 to 1,
+      scored on the real validation items.
   python -m bench.probe_sasrec split --checkpoint var/ckpt/sasrec
       A trained checkpoint's validation NDCG@10 for the users whose validation item shares its
       second with their last training item, and for the others.
@@ -26,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.protocol_check import shifted
 from models.checkpoint import load_checkpoint
 from models.data import EvalSet, LeaveOneOut, default_data_dir, load_interactions, load_train_val
 from models.metrics import evaluate
@@ -189,6 +195,34 @@ def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
     }
 
 
+class Mixed:
+    """w * one model's scores + (1 - w) * another's (both see the same histories)."""
+
+    def __init__(self, first: SASRec, second: SASRec, weight: float) -> None:
+        self.first, self.second, self.weight = first, second, weight
+        self.num_items = first.num_items
+
+    def score(self, histories: Any) -> torch.Tensor:
+        return self.weight * self.first.score(histories) + (1 - self.weight) * self.second.score(
+            histories
+        )
+
+
+def ensemble(path: Path, seed: int) -> dict[str, Any]:
+    """Shifted fit and refit of the plain config; their score mixes scored on real val."""
+    data = shifted(load_train_val(path))
+    config = SASRecConfig(seed=seed, threads=2, progress=False, ensemble_refit=False)
+    fitted = SASRec(data.num_items, config)
+    report = fitted.fit(data.train, data.val_set())
+    refit = SASRec(data.num_items, replace(config, epochs=report["best_epoch"]))
+    refit.fit(data.train_plus_val(), None)
+    mixes = {
+        f"w={w}": round(evaluate(Mixed(fitted, refit, w), data.test_set(), ks=(10,))["ndcg@10"], 4)
+        for w in (0.0, 0.25, 0.5, 0.75, 1.0)
+    }
+    return {"probe": "ensemble", "seed": seed, "best_epoch": report["best_epoch"], **mixes}
+
+
 def windowed_counts(flat: np.ndarray, at: np.ndarray, window: float, items: int) -> np.ndarray:
     """(U, I): per user, each item's interactions in (at[u] - window, at[u]]."""
     _, item, time = flat
@@ -254,7 +288,9 @@ def split(path: Path, checkpoint: Path) -> dict[str, Any]:
 def main() -> None:
     """Run one probe and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=("ties", "gaps", "gaps-protocol", "prior", "split"))
+    parser.add_argument(
+        "probe", choices=("ties", "gaps", "gaps-protocol", "ensemble", "prior", "split")
+    )
     parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default="var/ckpt/sasrec")
@@ -268,7 +304,7 @@ def main() -> None:
     if args.probe in ("prior", "split"):
         result = (prior if args.probe == "prior" else split)(path, Path(args.checkpoint))
     else:
-        probes = {"ties": ties, "gaps": gaps, "gaps-protocol": gaps_protocol}
+        probes = {"ties": ties, "gaps": gaps, "gaps-protocol": gaps_protocol, "ensemble": ensemble}
         result = probes[args.probe](path, args.seed)
     if isinstance(result, dict) and args.probe.startswith("gaps"):
         result["edges"] = GAP_EDGES.tolist()

@@ -65,6 +65,10 @@ class Recommender(ABC):
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Recommender:
         """Rebuild a trained model from its config and tensors."""
 
+    def with_refit(self, refit: Recommender) -> Recommender:
+        """The model to serve after `refit`, a fresh fit on train + val: by default the refit."""
+        return refit
+
     @torch.inference_mode()
     def score(self, histories: Sequence[History]) -> torch.Tensor:
         """Scores of every item for each history: (B, I)."""

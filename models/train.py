@@ -4,7 +4,8 @@ Protocol (datasets README, section 4; the one the reference numbers use):
 1. fit on `train` with the validation set for early stopping -> validation metrics;
 2. refit a fresh model with the same config on `train + val` (the epoch count fixed to the best
    validation epoch, no validation peeking) -> test metrics with input history `train + val`.
-The refit model is the one to serve and save. `refit=False` evaluates test on the step-1 model.
+The refit model (for SASRec, joined with the step-1 model: `Recommender.with_refit`) is the one
+to serve and save. `refit=False` evaluates test on the step-1 model.
 """
 
 from __future__ import annotations
@@ -122,10 +123,12 @@ def refit_model(
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[Recommender, _Timed]:
-    """Step 2: a fresh model fit on train + val for the best validation epoch count of step 1."""
+    """Step 2: a fresh model fit on train + val for step 1's best epoch count, as the model
+    to serve (`model.with_refit`: the refit itself, or joined with `model`)."""
     seed_everything(seed)
     refit = build_model(name, data.num_items, _refit_overrides(model, fit_report))
-    return refit, _fit(refit, data.train_plus_val(), None, progress, f"{name} refit")
+    timed = _fit(refit, data.train_plus_val(), None, progress, f"{name} refit")
+    return model.with_refit(refit), timed
 
 
 def train_model(

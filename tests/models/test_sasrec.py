@@ -319,3 +319,49 @@ def test_device_is_checked_and_the_trained_model_comes_back_on_the_cpu() -> None
     model.fit(cyclic_sequences())
     assert all(t.device.type == "cpu" for t in model.state_tensors().values())
     assert model.user_vectors([np.array([1, 2])]).device.type == "cpu"
+
+
+@pytest.fixture(scope="module")
+def joined(trained: SASRec) -> SASRec:
+    """`trained` joined with a second network fit for a few epochs from another seed."""
+    other = SASRec(NUM_ITEMS, tiny_config(epochs=3, seed=8))
+    other.fit(cyclic_sequences())
+    return SASRec.joined([other, trained])
+
+
+def test_joined_scores_are_the_sum_of_the_members_scores(trained: SASRec, joined: SASRec) -> None:
+    other = joined.nets()[0]
+    alone = SASRec(NUM_ITEMS, tiny_config())
+    alone.net = other
+    histories = [np.array([], dtype=np.int64), np.array([1, 2, 3]), np.arange(20) % NUM_ITEMS]
+    expected = alone.score(histories) + trained.score(histories)
+    torch.testing.assert_close(joined.score(histories), expected, rtol=1e-5, atol=1e-5)
+    assert joined.user_vectors(histories).shape == (3, 2 * trained.config.hidden)
+    assert joined.item_vectors().shape == (NUM_ITEMS, 2 * trained.config.hidden)
+    assert joined.config.members == 2
+
+
+def test_joined_state_round_trip_gives_identical_scores(joined: SASRec) -> None:
+    tensors = load(save(joined.state_tensors()))
+    assert "member1.item_emb.weight" in tensors and "item_emb.weight" in tensors
+    restored = SASRec.from_state(joined.config_dict(), tensors)
+    histories = [np.array([1, 2, 3]), np.arange(20) % NUM_ITEMS]
+    torch.testing.assert_close(restored.score(histories), joined.score(histories), rtol=0, atol=0)
+    tensors["member2.item_emb.weight"] = tensors["item_emb.weight"]
+    with pytest.raises(ValueError, match="member2.item_emb.weight"):
+        SASRec.from_state(joined.config_dict(), tensors)
+
+
+def test_with_refit_joins_only_when_asked(trained: SASRec) -> None:
+    refit = SASRec(NUM_ITEMS, tiny_config(epochs=2))
+    served = trained.with_refit(refit)
+    assert isinstance(served, SASRec) and served.nets() == [refit.net, trained.net]
+    alone = SASRec(NUM_ITEMS, tiny_config(ensemble_refit=False))
+    assert alone.with_refit(refit) is refit
+
+
+def test_only_same_architecture_joins_and_a_joined_model_is_not_trained(joined: SASRec) -> None:
+    with pytest.raises(ValueError, match="same architecture"):
+        SASRec.joined([joined, SASRec(NUM_ITEMS, tiny_config(hidden=16))])
+    with pytest.raises(ValueError, match="not trained further"):
+        joined.fit(cyclic_sequences())
