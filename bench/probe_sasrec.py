@@ -11,7 +11,8 @@
   python -m bench.probe_sasrec gaps-protocol --seed 0
       The same model under bench.protocol_check's protocol: on the split shifted one item back,
       fit with early stopping, then refit for the best epoch count; both scored on the real
-      validation items (compare with bench/results/protocol_sasrec.json).
+      validation items (compare with bench/results/protocol_sasrec.json), and the two joined
+      (their scores added, as `ensemble_refit` serves them).
   python -m bench.probe_sasrec ensemble --seed 0
       bench.protocol_check's fit and refit of the plain config, then the refit's and the
       early-stopped model's scores mixed, w * early-stopped + (1 - w) * refit, for w from 0 to 1,
@@ -159,6 +160,19 @@ def gaps(path: Path, seed: int) -> dict[str, Any]:
     return best_of("gaps", seed, model.fit(tokens, data.val_set()))
 
 
+class Mixed:
+    """w * one model's scores + (1 - w) * another's (both see the same histories)."""
+
+    def __init__(self, first: SASRec, second: SASRec, weight: float) -> None:
+        self.first, self.second, self.weight = first, second, weight
+        self.num_items = first.num_items
+
+    def score(self, histories: Any) -> torch.Tensor:
+        return self.weight * self.first.score(histories) + (1 - self.weight) * self.second.score(
+            histories
+        )
+
+
 def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
     """protocol_check for the gap model: shifted fit, no-refit and refit scores on real val."""
     data = load_train_val(path)
@@ -186,6 +200,7 @@ def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
         "shifted_val": evaluate(fitted, shifted_val, ks=(10,)),
         "no_refit": evaluate(fitted, real_val, ks=(10,)),
         "refit": evaluate(refit, real_val, ks=(10,)),
+        "joined": evaluate(Mixed(fitted, refit, 0.5), real_val, ks=(10,)),
     }
     return {
         "probe": "gaps-protocol",
@@ -193,19 +208,6 @@ def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
         "best_epoch": report["best_epoch"],
         **{name: round(m["ndcg@10"], 4) for name, m in scores.items()},
     }
-
-
-class Mixed:
-    """w * one model's scores + (1 - w) * another's (both see the same histories)."""
-
-    def __init__(self, first: SASRec, second: SASRec, weight: float) -> None:
-        self.first, self.second, self.weight = first, second, weight
-        self.num_items = first.num_items
-
-    def score(self, histories: Any) -> torch.Tensor:
-        return self.weight * self.first.score(histories) + (1 - self.weight) * self.second.score(
-            histories
-        )
 
 
 def ensemble(path: Path, seed: int) -> dict[str, Any]:
