@@ -17,6 +17,7 @@ import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
@@ -383,6 +384,7 @@ class SASRec(Recommender):
         self.others = [
             SASRecNet(self.config, num_items).eval() for _ in range(self.config.members - 1)
         ]
+        self._pool: ThreadPoolExecutor | None = None  # encodes `others` beside `net`
 
     @classmethod
     def joined(cls, models: Sequence[SASRec]) -> SASRec:
@@ -394,6 +396,7 @@ class SASRec(Recommender):
         model = cls.__new__(cls)
         model.config, model._num_items = config, first.num_items
         model.net, *model.others = (net for m in models for net in m.nets())
+        model._pool = None
         return model
 
     def nets(self) -> list[SASRecNet]:
@@ -615,11 +618,27 @@ class SASRec(Recommender):
         seqs = [self._window(h) for h in histories]
         out = torch.empty(len(seqs), self.config.hidden * self.config.members)
         for rows in length_groups([len(s) for s in seqs], batch_size):
-            batch = [seqs[r] for r in rows]
-            out[torch.from_numpy(rows)] = torch.cat(
-                [self._encode_last(batch, n) for n in self.nets()], 1
-            )
+            out[torch.from_numpy(rows)] = torch.cat(self._encode_nets([seqs[r] for r in rows]), 1)
         return out
+
+    def _encode_nets(self, seqs: list[np.ndarray]) -> list[torch.Tensor]:
+        """Each network's last-position states. A joined model's networks encode at once, one
+        thread each: torch releases the GIL in its kernels, and a serving encoder thread runs
+        single-threaded (16 users: 7 ms instead of 11 for two networks, one alone 5 ms)."""
+        if not self.others:
+            return [self._encode_last(seqs, self.net)]
+        if self._pool is None:
+            threads = torch.get_num_threads()  # OpenMP thread counts are per thread
+            self._pool = ThreadPoolExecutor(
+                len(self.others), "sasrec-member", torch.set_num_threads, (threads,)
+            )
+        others = [self._pool.submit(self._encode_apart, seqs, net) for net in self.others]
+        return [self._encode_last(seqs, self.net), *(f.result() for f in others)]
+
+    def _encode_apart(self, seqs: list[np.ndarray], net: SASRecNet) -> torch.Tensor:
+        """`_encode_last` on a pool thread, where inference mode must be entered again."""
+        with torch.inference_mode():
+            return self._encode_last(seqs, net)
 
     def _window(self, history: History) -> np.ndarray:
         """The last max_len items of a history as int64, checked to be valid item indices."""
