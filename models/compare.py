@@ -166,10 +166,12 @@ def write_reports(rows: Sequence[CompareRow], data: LeaveOneOut, out: Path) -> N
         f"{data.num_interactions} interactions. Full ranking over all items, history excluded, "
         "ties optimistic (rank = 1 + #items scored strictly higher). Validation: fit on train, "
         "input train. Test: refit on train+val with the validation-chosen epochs, input "
-        "train+val. `train s`: the validation fit (early stopping included); `refit s`: the "
-        "train+val fit; `train cpu s`: CPU seconds of the validation fit over all threads (the "
-        "machine is shared: wall >> cpu / threads means contention); `ms/user`: median "
-        "top-10 latency for one user; `ms/user@256`: the same in batches of 256 users."
+        "train+val (a model may serve its refit with its validation fit, as SASRec's "
+        "`ensemble_refit` does). `train s`: the validation fit (early stopping included); "
+        "`refit s`: the train+val fit; `train cpu s`: CPU seconds of the validation fit over "
+        "all threads (the machine is shared: wall >> cpu / threads means contention); "
+        "`ms/user`: median top-10 latency for one user; `ms/user@256`: the same in batches "
+        "of 256 users."
     )
     lines = [
         "# Model comparison",
