@@ -14,10 +14,12 @@ import torch
 
 from app.batcher import EncodeBatcher
 from app.registry import load_version
+from tests.app.serving_fixtures import TEST_MODELS
 
 
 async def test_concurrent_histories_share_one_call(trained_models: Path) -> None:
     model = load_version(trained_models / "sasrec" / "v1")
+    assert model.dim == 2 * TEST_MODELS["sasrec"]["hidden"]  # joined: two networks encode
     sizes: list[int] = []
     batcher = EncodeBatcher(on_batch=sizes.append, ranked_items=5)
     histories = [np.array(h, dtype=np.int64) for h in ([1, 2, 3], [4, 5], [7], [10, 11, 12, 13])]

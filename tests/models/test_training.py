@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from app.cli import cli
 from models.checkpoint import load_checkpoint
 from models.compare import compare_models
 from models.data import LeaveOneOut
+from models.metrics import evaluate
 from models.train import save_trained, train_model
 from models.zoo import build_model, make_config
 from tests.models.conftest import random_loo, write_ratings_csv
@@ -40,6 +42,25 @@ def test_report_and_refit_protocol(loo: LeaveOneOut, tmp_path: Path) -> None:
     assert meta["metrics"]["test"] == pytest.approx(report.test)
     assert meta["data"]["users"] == loo.num_users and len(meta["user_ids"]) == loo.num_users
     assert meta["trained_on"] == "train+val"
+
+
+TINY_SASREC = {"max_len": 10, "hidden": 16, "epochs": 3, "eval_every": 1, "progress": False}
+
+
+@pytest.mark.parametrize("joined", [True, False])
+def test_sasrec_refit_serves_both_networks_unless_told_not_to(
+    loo: LeaveOneOut, tmp_path: Path, joined: bool
+) -> None:
+    overrides = {**TINY_SASREC, "ensemble_refit": joined}
+    model, report = train_model("sasrec", loo, overrides, seed=0)
+    members = 2 if joined else 1
+    assert report.config["members"] == members
+    assert model.item_vectors().shape == (loo.num_items, 16 * members)
+    save_trained(model, report, loo, tmp_path / "sasrec")
+    loaded = load_checkpoint(tmp_path / "sasrec").model
+    histories = loo.test_set().histories[:20]
+    assert torch.equal(loaded.score(histories), model.score(histories))
+    assert evaluate(loaded, loo.test_set())["ndcg@10"] == pytest.approx(report.test["ndcg@10"])
 
 
 def test_no_refit_keeps_the_validated_model(loo: LeaveOneOut) -> None:
