@@ -112,17 +112,19 @@ def holdout_split(data: EventData, min_events: int = 3) -> LeaveOneOut:
     items = item_map.indices(data.item_ids)[np.frombuffer(data.items, dtype=np.int64)]
     times = np.frombuffer(data.times, dtype=np.int64)
     order = np.lexsort((np.arange(len(users)), times, users))  # by user, time, arrival
-    users, items = users[order], items[order]
+    users, items, times = users[order], items[order], times[order]
     _, first = np.unique(users * len(item_map) + items, return_index=True)
     keep = np.sort(first)
-    users, items = users[keep], items[keep]
+    users, items, times = users[keep], items[keep], times[keep]
     counts = np.bincount(users, minlength=len(user_map))
     kept_user = counts[users] >= min_events
-    users, items = users[kept_user], items[kept_user]
+    users, items, times = users[kept_user], items[kept_user], times[kept_user]
     item_codes, items = np.unique(items, return_inverse=True)
     user_codes, starts = np.unique(users, return_index=True)
     histories = np.split(items.astype(np.int64), starts[1:])
+    seconds = np.split(times // 1_000_000, starts[1:])  # stored in microseconds
     val = np.array([h[-1] for h in histories], dtype=np.int64)
+    val_times = np.array([t[-1] for t in seconds], dtype=np.int64)
     return LeaveOneOut(
         user_ids=IdMap(user_map.ids[u] for u in user_codes),
         item_ids=IdMap(item_map.ids[i] for i in item_codes),
@@ -130,6 +132,9 @@ def holdout_split(data: EventData, min_events: int = 3) -> LeaveOneOut:
         val=val,
         test=val.copy(),
         meta={"source": "events", "min_events": min_events},
+        train_times=[t[:-1] for t in seconds],
+        val_times=val_times,
+        test_times=val_times.copy(),
     )
 
 

@@ -40,23 +40,17 @@ import torch
 
 from bench.protocol_check import shifted
 from models.checkpoint import load_checkpoint
-from models.data import EvalSet, LeaveOneOut, default_data_dir, load_interactions, load_train_val
+from models.data import EvalSet, LeaveOneOut, default_data_dir, load_train_val
 from models.metrics import evaluate
 from models.sasrec import LinearCrossEntropy, SASRec, SASRecConfig, SASRecNet, seen_items
 
 
-def train_times(path: Path, data: LeaveOneOut) -> tuple[list[np.ndarray], np.ndarray]:
+def train_times(data: LeaveOneOut) -> tuple[list[np.ndarray], np.ndarray]:
     """Per user, the timestamps of `data.train` in its order; and the flat (user, item, time)."""
-    rows = load_interactions(path / "train.tsv.gz")
-    users = data.user_ids.indices(rows.user_ids)
-    items = data.item_ids.indices(rows.item_ids)
-    order = np.lexsort((rows.timestamps, users))  # the loaders' order: ties keep file order
-    cuts = np.cumsum(np.bincount(users, minlength=len(data.user_ids)))[:-1]
-    times = np.split(rows.timestamps[order], cuts)
-    ordered = np.split(items[order], cuts)
-    same = all((a == b).all() for a, b in zip(ordered, data.train, strict=True))
-    assert same, "train order differs from the loader's"
-    return times, np.stack([users, items, rows.timestamps])
+    times = data.train_times
+    assert times is not None, "the loader gave no timestamps"
+    users = np.repeat(np.arange(len(times)), [len(t) for t in times])
+    return times, np.stack([users, np.concatenate(data.train), np.concatenate(times)])
 
 
 class TieShuffled(SASRec):
@@ -76,7 +70,7 @@ def ties(path: Path, seed: int) -> dict[str, Any]:
     """Best validation of the committed config trained with same-second items shuffled."""
     data = load_train_val(path)
     model = TieShuffled(data.num_items, SASRecConfig(seed=seed, threads=1, progress=False))
-    model.times, _ = train_times(path, data)
+    model.times, _ = train_times(data)
     return best_of("ties", seed, model.fit(data.train, data.val_set()))
 
 
@@ -152,7 +146,7 @@ class GapSASRec(SASRec):
 def gaps(path: Path, seed: int) -> dict[str, Any]:
     """Best validation of the committed config with gap-bucket input embeddings."""
     data = load_train_val(path)
-    times, _ = train_times(path, data)
+    times, _ = train_times(data)
     width = data.num_items + 1
     tokens = [h + width * gap_buckets(t) for h, t in zip(data.train, times, strict=True)]
     model = GapSASRec(data.num_items, SASRecConfig(seed=seed, threads=1, progress=False))
@@ -176,7 +170,7 @@ class Mixed:
 def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
     """protocol_check for the gap model: shifted fit, no-refit and refit scores on real val."""
     data = load_train_val(path)
-    times, _ = train_times(path, data)
+    times, _ = train_times(data)
     width = data.num_items + 1
     tokens = [h + width * gap_buckets(t) for h, t in zip(data.train, times, strict=True)]
     shorter = [h[:-1] for h in data.train]  # the shifted split's train: its val is the last item
@@ -253,7 +247,7 @@ def prior(path: Path, checkpoint: Path) -> list[dict[str, float]]:
     """Validation NDCG@10 of checkpoint scores plus the windowed-popularity prior."""
     data = load_train_val(path)
     model = load_checkpoint(checkpoint).model
-    _, flat = train_times(path, data)
+    _, flat = train_times(data)
     last = np.zeros(len(data.user_ids), dtype=np.int64)
     np.maximum.at(last, flat[0], flat[2])
     valid = data.val_set()
@@ -273,11 +267,8 @@ def prior(path: Path, checkpoint: Path) -> list[dict[str, float]]:
 def split(path: Path, checkpoint: Path) -> dict[str, Any]:
     """Validation NDCG@10 of a checkpoint, apart for same-second and later validation items."""
     data = load_train_val(path)
-    times, _ = train_times(path, data)
-    rows = load_interactions(path / "val.tsv")
-    at = np.zeros(len(data.user_ids), dtype=np.int64)
-    at[data.user_ids.indices(rows.user_ids)] = rows.timestamps
-    same = at == np.array([t[-1] for t in times])
+    times, _ = train_times(data)
+    same = data.val_times == np.array([t[-1] for t in times])
     model = load_checkpoint(checkpoint).model
     out: dict[str, Any] = {"probe": "split", "same_second_share": round(float(same.mean()), 4)}
     for name, users in (("same_second", same), ("later", ~same)):

@@ -42,6 +42,9 @@ def shifted(data: LeaveOneOut) -> LeaveOneOut:
         val=np.array([h[-1] for h in data.train], dtype=np.int64),
         test=data.val.copy(),
         meta={**data.meta, "shifted": True},
+        train_times=None if data.train_times is None else [t[:-1] for t in data.train_times],
+        val_times=None if data.train_times is None else np.array([t[-1] for t in data.train_times]),
+        test_times=data.val_times,
     )
 
 

@@ -176,6 +176,12 @@ class LeaveOneOut:
     val: np.ndarray  # (U,) int64 item index
     test: np.ndarray  # (U,) int64 item index
     meta: dict[str, Any] = field(default_factory=dict)  # provenance: source path, filters
+    # Timestamps (seconds) of each train item, same order, and of each val and test item, as
+    # `Interactions.timestamps` gives them (row numbers for a source without a time column);
+    # None when not known. For models of the time between events; not in the fingerprint.
+    train_times: list[np.ndarray] | None = None
+    val_times: np.ndarray | None = None  # (U,) int64
+    test_times: np.ndarray | None = None  # (U,) int64
 
     @property
     def num_items(self) -> int:
@@ -197,6 +203,13 @@ class LeaveOneOut:
         """Histories extended by each user's validation item."""
         pairs = zip(self.train, self.val, strict=True)
         return [np.append(h, v) if v >= 0 else h for h, v in pairs]  # -1: item unknown to a model
+
+    def train_plus_val_times(self) -> list[np.ndarray] | None:
+        """The times of `train_plus_val()`'s items, None without times."""
+        if self.train_times is None or self.val_times is None:
+            return None
+        pairs = zip(self.train_times, self.val_times, self.val, strict=True)
+        return [np.append(t, vt) if v >= 0 else t for t, vt, v in pairs]
 
     def test_set(self) -> EvalSet:
         """Test protocol: input history = train + val, target = test."""
@@ -223,6 +236,7 @@ class LeaveOneOut:
             return self
         lookup = np.array([item_ids.get(i) for i in self.item_ids.ids], dtype=np.int64)
         train = [lookup[h] for h in self.train]
+        times = self.train_times
         return LeaveOneOut(
             user_ids=self.user_ids,
             item_ids=item_ids,
@@ -230,6 +244,9 @@ class LeaveOneOut:
             val=lookup[self.val],
             test=lookup[self.test],
             meta=dict(self.meta),
+            train_times=None if times is None else _kept_times(times, train),
+            val_times=self.val_times,
+            test_times=self.test_times,
         )
 
     @classmethod
@@ -241,36 +258,54 @@ class LeaveOneOut:
         tables = [train, val] if test is None else [train, val, test]
         users = IdMap.sorted_from(np.concatenate([t.user_ids for t in tables]))
         items = IdMap.sorted_from(np.concatenate([t.item_ids for t in tables]))
+        histories, train_times = _group_histories(train, users, items)
+        val_items, val_times = _one_per_user(val, users, items, "val")
+        unknown = np.full(len(users), -1, dtype=np.int64)
+        test_items, test_times = (
+            (unknown, None) if test is None else _one_per_user(test, users, items, "test")
+        )
         return cls(
             user_ids=users,
             item_ids=items,
-            train=_group_histories(train, users, items),
-            val=_one_per_user(val, users, items, "val"),
-            test=(
-                np.full(len(users), -1, dtype=np.int64)
-                if test is None
-                else _one_per_user(test, users, items, "test")
-            ),
+            train=histories,
+            val=val_items,
+            test=test_items,
+            train_times=train_times,
+            val_times=val_times,
+            test_times=test_times,
         )
 
 
-def _group_histories(rows: Interactions, users: IdMap, items: IdMap) -> list[np.ndarray]:
-    """Per-user item indices ordered by timestamp, ties in row order."""
+def _kept_times(times: list[np.ndarray], histories: list[np.ndarray]) -> list[np.ndarray]:
+    """Each history's times where its item is known (index >= 0)."""
+    return [t[h >= 0] for t, h in zip(times, histories, strict=True)]
+
+
+def _group_histories(
+    rows: Interactions, users: IdMap, items: IdMap
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-user item indices ordered by timestamp, ties in row order; and their timestamps."""
     user_idx = users.indices(rows.user_ids)
     item_idx = items.indices(rows.item_ids)
     order = np.lexsort((rows.timestamps, user_idx))  # lexsort is stable: ties keep row order
-    counts = np.bincount(user_idx, minlength=len(users))
-    return [h.astype(np.int64) for h in np.split(item_idx[order], np.cumsum(counts)[:-1])]
+    cuts = np.cumsum(np.bincount(user_idx, minlength=len(users)))[:-1]
+    histories = [h.astype(np.int64) for h in np.split(item_idx[order], cuts)]
+    times = [t.astype(np.int64) for t in np.split(rows.timestamps[order], cuts)]
+    return histories, times
 
 
-def _one_per_user(rows: Interactions, users: IdMap, items: IdMap, name: str) -> np.ndarray:
-    """(U,) item index of each user's single row; every user must have exactly one."""
+def _one_per_user(
+    rows: Interactions, users: IdMap, items: IdMap, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(U,) item index and timestamp of each user's single row; every user must have one."""
     user_idx = users.indices(rows.user_ids)
     if len(rows) != len(users) or np.bincount(user_idx, minlength=len(users)).max() != 1:
         raise ValueError(f"{name}: expected exactly one row per user ({len(users)} users)")
     out = np.empty(len(users), dtype=np.int64)
     out[user_idx] = items.indices(rows.item_ids)
-    return out
+    times = np.empty(len(users), dtype=np.int64)
+    times[user_idx] = rows.timestamps
+    return out, times
 
 
 def _open_text(path: Path) -> io.TextIOBase:

@@ -73,6 +73,14 @@ def test_holdout_split_orders_dedupes_and_filters() -> None:
     assert isinstance(data.users, array) and np.array_equal(split.test, split.val)
 
 
+def test_holdout_split_gives_the_seconds_of_the_kept_events() -> None:
+    second = 1_000_000  # events store microseconds
+    rows = [("a", "x", 3 * second), ("a", "y", second), ("a", "x", 5 * second)]
+    split = holdout_split(event_data([*rows, ("a", "z", 4 * second)]), min_events=3)
+    assert split.train_times is not None and split.val_times is not None
+    assert split.train_times[0].tolist() == [1, 3] and split.val_times.tolist() == [4]
+
+
 def test_holdout_split_does_not_depend_on_arrival_order() -> None:
     rows = [(f"u{u}", f"i{(u * 7 + n) % 11}", n) for u in range(6) for n in range(5)]
     one, other = holdout_split(event_data(rows)), holdout_split(event_data(rows[::-1]))

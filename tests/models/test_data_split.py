@@ -133,6 +133,23 @@ def test_with_item_ids_drops_unknown_items() -> None:
     remapped = data.with_item_ids(IdMap(["i4", "i1", "zz"]))
     assert remapped.train[0].tolist() == [1] and remapped.val[0] == -1 and remapped.test[0] == 0
     assert remapped.test_set().histories[0].tolist() == [1]
+    assert remapped.train_times is not None and remapped.train_times[0].tolist() == [1]
+
+
+def test_times_follow_the_items_ties_in_file_order() -> None:
+    rows = [("a", "i3", 30), ("a", "i1", 10), ("a", "i2", 20), ("a", "i4", 20), ("a", "i5", 40)]
+    rows += [("b", "i2", 5), ("b", "i3", 7), ("b", "i1", 6)]
+    data = build_leave_one_out(_table(rows), k=1)
+    a, b = data.user_ids.index("a"), data.user_ids.index("b")
+    items = data.item_ids.ids
+    assert [items[i] for i in data.train[a]] == ["i1", "i2", "i4"]  # i2 before i4: file order
+    assert data.train_times is not None and data.train_times[a].tolist() == [10, 20, 20]
+    assert data.val_times is not None and data.test_times is not None
+    assert (data.val_times[a], data.test_times[a]) == (30, 40)
+    assert data.val_times[b] == 6 and data.test_times[b] == 7
+    with_val = data.train_plus_val_times()
+    assert with_val is not None and with_val[a].tolist() == [10, 20, 20, 30]
+    assert [len(t) for t in with_val] == [len(h) for h in data.train_plus_val()]
 
 
 def test_temporal_split_uses_a_global_cutoff() -> None:
