@@ -79,6 +79,10 @@ def load_version(path: Path) -> LoadedModel:
     """Load and validate one checkpoint directory (raises CheckpointError)."""
     checkpoint = load_checkpoint(path)
     model = checkpoint.model
+    if model.uses_times:  # its served lists would differ from its offline ones
+        raise CheckpointError(
+            f"{path}: the model reads event times (time_gaps), which serving does not pass yet"
+        )
     with torch.inference_mode():
         vectors = model.item_vectors().detach().to(torch.float32).contiguous()
     item_ids = checkpoint.item_ids.to_json()

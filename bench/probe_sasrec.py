@@ -109,6 +109,7 @@ class GapNet(SASRecNet):
         width = self.pad + 1
         items, buckets = seqs % width, seqs // width
         pos = torch.arange(seqs.shape[1], device=seqs.device)
+        assert self.gap_emb is not None
         return self.drop(self.item_emb(items) + self.pos_emb(pos) + self.gap_emb(buckets))
 
 
@@ -122,8 +123,9 @@ class GapSASRec(SASRec):
         self.net.eval()
         self.tokens: dict[int, np.ndarray] = {}
 
-    def user_vectors(self, histories: Any, batch_size: int = 256) -> torch.Tensor:
-        return super().user_vectors([self.tokens.get(id(h), h) for h in histories], batch_size)
+    def timed_vectors(self, histories: Any, times: Any, batch_size: int = 256) -> torch.Tensor:
+        tokens = [self.tokens.get(id(h), h) for h in histories]
+        return super().timed_vectors(tokens, None, batch_size)
 
     def _window(self, history: Any) -> np.ndarray:
         return np.asarray(history, dtype=np.int64)[-self.config.max_len :]
@@ -161,10 +163,9 @@ class Mixed:
         self.first, self.second, self.weight = first, second, weight
         self.num_items = first.num_items
 
-    def score(self, histories: Any) -> torch.Tensor:
-        return self.weight * self.first.score(histories) + (1 - self.weight) * self.second.score(
-            histories
-        )
+    def score(self, histories: Any, times: Any = None) -> torch.Tensor:
+        first, second = self.first.score(histories, times), self.second.score(histories, times)
+        return self.weight * first + (1 - self.weight) * second
 
 
 def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
@@ -239,7 +240,7 @@ class FixedScores:
         self.scores, self.num_items = scores, scores.shape[1]
         self.rows = {id(h): row for row, h in enumerate(histories)}
 
-    def score(self, histories: Any) -> torch.Tensor:
+    def score(self, histories: Any, times: Any = None) -> torch.Tensor:
         return self.scores[[self.rows[id(h)] for h in histories]]
 
 
@@ -268,6 +269,7 @@ def split(path: Path, checkpoint: Path) -> dict[str, Any]:
     """Validation NDCG@10 of a checkpoint, apart for same-second and later validation items."""
     data = load_train_val(path)
     times, _ = train_times(data)
+    assert data.val_times is not None
     same = data.val_times == np.array([t[-1] for t in times])
     model = load_checkpoint(checkpoint).model
     out: dict[str, Any] = {"probe": "split", "same_second_share": round(float(same.mean()), 4)}

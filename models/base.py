@@ -69,10 +69,26 @@ class Recommender(ABC):
         """The model to serve after `refit`, a fresh fit on train + val: by default the refit."""
         return refit
 
+    @property
+    def uses_times(self) -> bool:
+        """True when `fit(..., times=)` and `timed_vectors` use each item's timestamp."""
+        return False
+
+    def timed_vectors(
+        self, histories: Sequence[History], times: Sequence[np.ndarray] | None
+    ) -> torch.Tensor:
+        """User vectors given each history item's timestamp (seconds); by default unused."""
+        return self.user_vectors(histories)
+
     @torch.inference_mode()
-    def score(self, histories: Sequence[History]) -> torch.Tensor:
-        """Scores of every item for each history: (B, I)."""
-        return self.user_vectors(histories) @ self.item_vectors().T
+    def score(
+        self, histories: Sequence[History], times: Sequence[np.ndarray] | None = None
+    ) -> torch.Tensor:
+        """Scores of every item for each history: (B, I); `times` for models that use them."""
+        vectors = (
+            self.user_vectors(histories) if times is None else self.timed_vectors(histories, times)
+        )
+        return vectors @ self.item_vectors().T
 
     @torch.inference_mode()
     def recommend(

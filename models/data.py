@@ -161,6 +161,7 @@ class EvalSet:
 
     histories: list[np.ndarray]
     targets: np.ndarray  # (U,) int64
+    times: list[np.ndarray] | None = None  # each history item's timestamp, when known
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -197,7 +198,8 @@ class LeaveOneOut:
 
     def val_set(self) -> EvalSet:
         """Validation protocol: input history = train, target = val."""
-        return EvalSet(histories=list(self.train), targets=self.val)
+        times = None if self.train_times is None else list(self.train_times)
+        return EvalSet(histories=list(self.train), targets=self.val, times=times)
 
     def train_plus_val(self) -> list[np.ndarray]:
         """Histories extended by each user's validation item."""
@@ -213,7 +215,7 @@ class LeaveOneOut:
 
     def test_set(self) -> EvalSet:
         """Test protocol: input history = train + val, target = test."""
-        return EvalSet(histories=self.train_plus_val(), targets=self.test)
+        return EvalSet(self.train_plus_val(), self.test, self.train_plus_val_times())
 
     def item_popularity(self) -> np.ndarray:
         """Train interaction count per item: (I,) int64."""

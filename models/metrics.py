@@ -36,7 +36,9 @@ COVERAGE_K = 10  # coverage@10 and popularity@10 are computed on this list lengt
 class Scorer(Protocol):
     """Anything with a batched `score` (every Recommender)."""
 
-    def score(self, histories: Sequence[History]) -> torch.Tensor: ...
+    def score(
+        self, histories: Sequence[History], times: Sequence[np.ndarray] | None = None
+    ) -> torch.Tensor: ...
 
 
 def target_ranks(
@@ -131,9 +133,13 @@ def evaluate(
     by default it is counted on the input histories. See the module docstring for ties.
     """
     num_items = num_items if num_items is not None else int(getattr(model, "num_items"))  # noqa: B009
-    histories = data.histories
+    histories, times = data.histories, data.times
     return _evaluate(
-        lambda lo, hi: model.score(histories[lo:hi]),
+        lambda lo, hi: (
+            model.score(histories[lo:hi])
+            if times is None
+            else model.score(histories[lo:hi], times[lo:hi])
+        ),
         num_items,
         data,
         ks,

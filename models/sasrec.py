@@ -37,6 +37,10 @@ CE_CHUNK = 512  # rows of logits per step of the fused loss: (512, I) stays cach
 # CPUs and its denormal results slow every later product (5-30x once the model is confident).
 # e^-60 / I stays a normal float; the probability it stands for is below 1e-26.
 EXP_FLOOR = -60.0
+# Seconds since the previous item: 0 | < 1 min | < 1 h | < 1 day | < 30 days | more; then a
+# bucket for a history's first item and one for items whose time is not known.
+GAP_EDGES = np.array([1, 60, 3600, 86400, 30 * 86400])
+FIRST_GAP, UNKNOWN_GAP = len(GAP_EDGES) + 1, len(GAP_EDGES) + 2
 
 
 @dataclass
@@ -82,6 +86,9 @@ class SASRecConfig:
     # and the refit one together (their scores add): +0.004 and +0.008 NDCG@10 over two seeds
     # on the shifted split, for no extra training (tuning_sasrec.md); twice the encoding cost
     members: int = 1  # networks whose scores add; set by the refit's join, not trained at once
+    time_gaps: bool = False  # one more input embedding per item: the bucket of the time since
+    # the previous item (TiSASRec's idea, coarse); fit and scoring then take timestamps, and a
+    # history without them gets the "unknown" bucket. Serving does not pass times yet.
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
@@ -184,6 +191,8 @@ class SASRecNet(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
         self.ln_out = nn.LayerNorm(cfg.hidden)
+        # With time gaps, an input token is item + (num_items + 1) * gap bucket.
+        self.gap_emb = nn.Embedding(UNKNOWN_GAP + 1, cfg.hidden) if cfg.time_gaps else None
         # Mean training user vector: the representation of an empty history.
         self.register_buffer("empty_user", torch.zeros(cfg.hidden))
         self.apply(_init_weights)
@@ -198,7 +207,11 @@ class SASRecNet(nn.Module):
             # The last real item gets max_len - 1; padding slots (never attended to) are clamped.
             top = self.pos_emb.num_embeddings - 1
             pos = (top + 1 - lengths[:, None] + pos[None, :]).clamp(0, top)  # (B, L)
-        return self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+        if self.gap_emb is None:
+            return self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+        width = self.pad + 1
+        items, gaps = seqs % width, seqs // width
+        return self.drop(self.item_emb(items) + self.pos_emb(pos) + self.gap_emb(gaps))
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, D) for right-padded item sequences (B, L)."""
@@ -415,9 +428,21 @@ class SASRec(Recommender):
 
     # ---- training -------------------------------------------------------------------------
 
-    def fit(self, train: Sequence[np.ndarray], valid: EvalSet | None = None) -> dict[str, Any]:
-        """Train on per-user chronological item arrays, early-stopping on validation NDCG@10."""
+    @property
+    def uses_times(self) -> bool:
+        return self.config.time_gaps
+
+    def fit(
+        self,
+        train: Sequence[np.ndarray],
+        valid: EvalSet | None = None,
+        times: Sequence[np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        """Train on per-user chronological item arrays, early-stopping on validation NDCG@10;
+        `times`: each item's timestamp in seconds, used with `time_gaps`."""
         cfg = self.config
+        if cfg.time_gaps:
+            train = [self._tokens(self._checked(h), t) for h, t in _with_times(train, times)]
         if self.others:
             raise ValueError("a joined model is not trained further; fit a single network")
         torch.manual_seed(cfg.seed)
@@ -502,7 +527,8 @@ class SASRec(Recommender):
         self.net.eval()
         if train:
             with torch.no_grad():
-                self.net.empty_user.copy_(self.user_vectors(train).mean(0))
+                windows = [s[-self.config.max_len :] for s in train]  # tokens, not items
+                self.net.empty_user.copy_(self._vectors_of(windows).mean(0))
 
     def _optimizer(
         self, steps_per_epoch: int
@@ -588,6 +614,8 @@ class SASRec(Recommender):
         cfg = self.config
         hidden = self.net(inputs)  # (B, L, D)
         keep = targets >= 0  # (B, L)
+        if cfg.time_gaps:  # tokens -> items: targets and the seen-item mask are items
+            inputs, targets = inputs % (self.net.pad + 1), targets % (self.net.pad + 1)
         states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
         row_weights = None if weights is None else weights[keep]  # (N,)
         items = self.net.items()  # (I, D)
@@ -615,7 +643,32 @@ class SASRec(Recommender):
     @torch.inference_mode()
     def user_vectors(self, histories: Sequence[History], batch_size: int = 256) -> torch.Tensor:
         """Encode the last max_len items of each history; the state at its last item: (B, D)."""
-        seqs = [self._window(h) for h in histories]
+        return self.timed_vectors(histories, None, batch_size)
+
+    @torch.inference_mode()
+    def timed_vectors(
+        self,
+        histories: Sequence[History],
+        times: Sequence[np.ndarray] | None,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
+        """`user_vectors` with each item's timestamp (None: unknown), used with `time_gaps`."""
+        if not self.config.time_gaps:
+            return self._vectors_of([self._window(h) for h in histories], batch_size)
+        pairs = _with_times(histories, times)
+        seqs = [self._tokens(self._checked(h), t)[-self.config.max_len :] for h, t in pairs]
+        return self._vectors_of(seqs, batch_size)
+
+    def _tokens(self, items: np.ndarray, times: np.ndarray | None) -> np.ndarray:
+        """Items as item + (I + 1) * the bucket of the time since the previous item."""
+        if times is None:
+            gaps = np.full(len(items), UNKNOWN_GAP, dtype=np.int64)
+        else:
+            gaps = gap_buckets(np.asarray(times, dtype=np.int64))
+        return items + (self.num_items + 1) * gaps
+
+    def _vectors_of(self, seqs: list[np.ndarray], batch_size: int = 256) -> torch.Tensor:
+        """The last-position states of already windowed (and tokenised) sequences."""
         out = torch.empty(len(seqs), self.config.hidden * self.config.members)
         for rows in length_groups([len(s) for s in seqs], batch_size):
             out[torch.from_numpy(rows)] = torch.cat(self._encode_nets([seqs[r] for r in rows]), 1)
@@ -642,7 +695,11 @@ class SASRec(Recommender):
 
     def _window(self, history: History) -> np.ndarray:
         """The last max_len items of a history as int64, checked to be valid item indices."""
-        items = np.asarray(history, dtype=np.int64)[-self.config.max_len :]
+        return self._checked(np.asarray(history, dtype=np.int64)[-self.config.max_len :])
+
+    def _checked(self, history: History) -> np.ndarray:
+        """A history as int64, checked to hold valid item indices."""
+        items = np.asarray(history, dtype=np.int64)
         if items.size and (items.min() < 0 or items.max() >= self.num_items):
             raise ValueError(f"item indices must lie in [0, {self.num_items})")
         return items
@@ -694,7 +751,35 @@ class SASRec(Recommender):
 def _shape(model: SASRec) -> tuple[Any, ...]:
     """What joined models must share: the catalog and every field the encoder's input uses."""
     c = model.config
-    return (model.num_items, c.max_len, c.hidden, c.blocks, c.heads, c.ffn_mult, c.positions)
+    return (
+        model.num_items,
+        c.max_len,
+        c.hidden,
+        c.blocks,
+        c.heads,
+        c.ffn_mult,
+        c.positions,
+        c.time_gaps,
+    )
+
+
+def gap_buckets(times: np.ndarray) -> np.ndarray:
+    """Per item, the bucket of the time since the previous item; the first item its own."""
+    inner = np.searchsorted(GAP_EDGES, np.diff(times), side="right")
+    return np.concatenate([[FIRST_GAP], inner]).astype(np.int64)[: len(times)]
+
+
+def _with_times(
+    histories: Sequence[History], times: Sequence[np.ndarray] | None
+) -> Iterator[tuple[History, np.ndarray | None]]:
+    """Each history with its times (None for all when not given), lengths checked."""
+    if times is None:
+        yield from ((h, None) for h in histories)
+        return
+    for history, stamps in zip(histories, times, strict=True):
+        if len(stamps) != len(history):
+            raise ValueError(f"{len(stamps)} timestamps for a history of {len(history)} items")
+        yield history, stamps
 
 
 def _prefix(member: int) -> str:

@@ -92,13 +92,21 @@ class _Timed:
     cpu_seconds: float
 
 
-def _fit(model: Recommender, data: Any, valid: Any, progress: bool, label: str) -> _Timed:
-    """Fit with an optional progress bar, timed."""
+def _fit(
+    model: Recommender,
+    data: Any,
+    valid: Any,
+    progress: bool,
+    label: str,
+    times: list[np.ndarray] | None = None,
+) -> _Timed:
+    """Fit with an optional progress bar, timed; `times` go to a model that uses them."""
     with tqdm(desc=label, unit="epoch", disable=not progress, leave=False) as bar:
         model.epoch_callback = _progress_callback(bar) if progress else None
         wall, cpu = time.perf_counter(), time.process_time()
         try:
-            report = model.fit(data, valid)
+            extra = {"times": times} if model.uses_times else {}
+            report = model.fit(data, valid, **extra)
         finally:
             model.epoch_callback = None
     return _Timed(report, time.perf_counter() - wall, time.process_time() - cpu)
@@ -127,7 +135,8 @@ def refit_model(
     to serve (`model.with_refit`: the refit itself, or joined with `model`)."""
     seed_everything(seed)
     refit = build_model(name, data.num_items, _refit_overrides(model, fit_report))
-    timed = _fit(refit, data.train_plus_val(), None, progress, f"{name} refit")
+    times = data.train_plus_val_times()
+    timed = _fit(refit, data.train_plus_val(), None, progress, f"{name} refit", times)
     return model.with_refit(refit), timed
 
 
@@ -147,7 +156,7 @@ def train_model(
     seed_everything(seed)
     model = build_model(name, data.num_items, overrides)
     popularity = data.item_popularity()
-    first = _fit(model, data.train, data.val_set(), progress, f"{name} fit")
+    first = _fit(model, data.train, data.val_set(), progress, f"{name} fit", data.train_times)
     val = evaluate(model, data.val_set(), item_popularity=popularity)
     second = None
     if refit:

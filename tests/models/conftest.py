@@ -41,6 +41,9 @@ def random_loo(users: int = 60, items: int = 40, seed: int = 0) -> LeaveOneOut:
         train.append(picks[:-2].astype(np.int64))
         val.append(picks[-2])
         test.append(picks[-1])
+    # Times from their own generator, so the histories stay those of earlier versions.
+    clock = np.random.default_rng(seed + 1)
+    times = [np.cumsum(clock.choice([0, 30, 7200], size=len(h) + 2)) for h in train]
     return LeaveOneOut(
         user_ids=IdMap(f"u{u}" for u in range(users)),
         item_ids=IdMap(f"i{i}" for i in range(items)),
@@ -48,6 +51,9 @@ def random_loo(users: int = 60, items: int = 40, seed: int = 0) -> LeaveOneOut:
         val=np.array(val, dtype=np.int64),
         test=np.array(test, dtype=np.int64),
         meta={"source": "random_loo"},
+        train_times=[t[:-2] for t in times],
+        val_times=np.array([t[-2] for t in times], dtype=np.int64),
+        test_times=np.array([t[-1] for t in times], dtype=np.int64),
     )
 
 

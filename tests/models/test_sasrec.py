@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load, save
 
 import models.sasrec as sasrec
+from models.base import mask_items
 from models.data import EvalSet
 from models.metrics import evaluate
 from models.sasrec import (
@@ -365,3 +366,55 @@ def test_only_same_architecture_joins_and_a_joined_model_is_not_trained(joined: 
         SASRec.joined([joined, SASRec(NUM_ITEMS, tiny_config(hidden=16))])
     with pytest.raises(ValueError, match="not trained further"):
         joined.fit(cyclic_sequences())
+
+
+def test_gap_buckets_count_seconds_since_the_previous_item() -> None:
+    times = np.array([100, 100, 130, 3000, 3000 + 86400 * 40])
+    assert sasrec.gap_buckets(times).tolist() == [sasrec.FIRST_GAP, 0, 1, 2, 5]
+    assert sasrec.gap_buckets(np.array([], dtype=np.int64)).tolist() == []
+
+
+def gap_walks(users: int = 120, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Walks whose next step is +1 after an item that came fast (< 1 min), +2 after a slow one."""
+    rng = np.random.default_rng(seed)
+    histories, times = [], []
+    for _ in range(users):
+        item, clock = int(rng.integers(NUM_ITEMS)), 0
+        fast = rng.random(10) < 0.5
+        items, stamps = [], []
+        for quick in fast:
+            clock += 5 if quick else 7200
+            items.append(item)
+            stamps.append(clock)
+            item = (item + (1 if quick else 2)) % NUM_ITEMS
+        histories.append(np.array(items))
+        times.append(np.array(stamps))
+    return histories, times
+
+
+def gap_accuracy(model: SASRec, histories: list[np.ndarray], times: list[np.ndarray]) -> float:
+    """Share of walks whose top-1 is the true next step, given each walk but its last item."""
+    inputs, stamps = [h[:-1] for h in histories], [t[:-1] for t in times]
+    scores = model.score(inputs, stamps).clone()
+    mask_items(scores, inputs)  # as the evaluator does: training leaves seen items out too
+    ids = torch.topk(scores, 1).indices[:, 0]
+    return float((ids == torch.tensor([h[-1] for h in histories])).float().mean())
+
+
+def test_time_gaps_learn_what_the_time_between_items_tells() -> None:
+    histories, times = gap_walks()
+    timed = SASRec(NUM_ITEMS, tiny_config(time_gaps=True, epochs=40, patience=40))
+    timed.fit(histories, times=times)
+    plain = SASRec(NUM_ITEMS, tiny_config(epochs=40, patience=40))
+    plain.fit(histories)
+    test_histories, test_times = gap_walks(60, seed=1)
+    assert gap_accuracy(timed, test_histories, test_times) >= 0.9
+    assert gap_accuracy(plain, test_histories, test_times) <= 0.75  # a coin flip between +1, +2
+    unknown = timed.user_vectors(test_histories[:3])  # no times: the "unknown" bucket
+    assert not torch.allclose(unknown, timed.timed_vectors(test_histories[:3], test_times[:3]))
+    with pytest.raises(ValueError, match="timestamps for a history"):
+        timed.timed_vectors(test_histories[:1], [test_times[0][:-1]])
+    restored = SASRec.from_state(timed.config_dict(), load(save(timed.state_tensors())))
+    torch.testing.assert_close(
+        restored.score(test_histories, test_times), timed.score(test_histories, test_times)
+    )

@@ -10,9 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from app.cli import cli
-from models.checkpoint import load_checkpoint
+from app.registry import load_version
+from models.checkpoint import CheckpointError, load_checkpoint
 from models.compare import compare_models
-from models.data import LeaveOneOut
+from models.data import EvalSet, LeaveOneOut
 from models.metrics import evaluate
 from models.train import save_trained, train_model
 from models.zoo import build_model, make_config
@@ -61,6 +62,22 @@ def test_sasrec_refit_serves_both_networks_unless_told_not_to(
     histories = loo.test_set().histories[:20]
     assert torch.equal(loaded.score(histories), model.score(histories))
     assert evaluate(loaded, loo.test_set())["ndcg@10"] == pytest.approx(report.test["ndcg@10"])
+
+
+def test_time_gaps_train_and_score_with_the_split_times(loo: LeaveOneOut, tmp_path: Path) -> None:
+    assert loo.train_times is not None
+    overrides = {**TINY_SASREC, "time_gaps": True}
+    model, report = train_model("sasrec", loo, overrides, seed=0)
+    assert model.uses_times and report.config["members"] == 2
+    test = loo.test_set()
+    assert test.times is not None
+    timed = evaluate(model, test)["ndcg@10"]
+    assert timed == pytest.approx(report.test["ndcg@10"])  # the protocol scored with times
+    untimed = evaluate(model, EvalSet(test.histories, test.targets))["ndcg@10"]
+    assert untimed != pytest.approx(timed)  # without times every item gets the unknown bucket
+    save_trained(model, report, loo, tmp_path / "sasrec")
+    with pytest.raises(CheckpointError, match="serving does not pass"):
+        load_version(tmp_path / "sasrec")
 
 
 def test_no_refit_keeps_the_validated_model(loo: LeaveOneOut) -> None:
