@@ -7,7 +7,9 @@
   python -m bench.probe_sasrec gaps --seed 0
       Fit the committed config with one more input embedding per item: the bucket of the time
       since the user's previous item (same second, a minute, an hour, a day, a month, more),
-      as TiSASRec uses intervals; only the history's own times, never the target's.
+      as TiSASRec uses intervals; only the history's own times, never the target's. Runs
+      `SASRecConfig.time_gaps`; the numbers logged before it existed came from the probe's own
+      copy of that model, initialised in another order, so reruns differ by seed-level noise.
   python -m bench.probe_sasrec gaps-protocol --seed 0
       The same model under bench.protocol_check's protocol: on the split shifted one item back,
       fit with early stopping, then refit for the best epoch count; both scored on the real
@@ -38,11 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 
+import models.sasrec as sasrec
 from bench.protocol_check import shifted
 from models.checkpoint import load_checkpoint
 from models.data import EvalSet, LeaveOneOut, default_data_dir, load_train_val
 from models.metrics import evaluate
-from models.sasrec import LinearCrossEntropy, SASRec, SASRecConfig, SASRecNet, seen_items
+from models.sasrec import SASRec, SASRecConfig
 
 
 def train_times(data: LeaveOneOut) -> tuple[list[np.ndarray], np.ndarray]:
@@ -86,74 +89,12 @@ def best_of(probe: str, seed: int, report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# Seconds since the previous item: 0 | < 1 min | < 1 h | < 1 day | < 30 days | more; then "first".
-GAP_EDGES = np.array([1, 60, 3600, 86400, 30 * 86400])
-GAP_BUCKETS = len(GAP_EDGES) + 2
-
-
-def gap_buckets(times: np.ndarray) -> np.ndarray:
-    """Per item, the bucket of the time since the previous item; the first item its own."""
-    inner = np.searchsorted(GAP_EDGES, np.diff(times), side="right")
-    return np.concatenate([[GAP_BUCKETS - 1], inner]).astype(np.int64)
-
-
-class GapNet(SASRecNet):
-    """Input tokens carry item and gap bucket: token = item + (num_items + 1) * bucket."""
-
-    def __init__(self, cfg: SASRecConfig, num_items: int) -> None:
-        super().__init__(cfg, num_items)
-        self.gap_emb = torch.nn.Embedding(GAP_BUCKETS, cfg.hidden)
-        torch.nn.init.normal_(self.gap_emb.weight, std=0.02)
-
-    def embed(self, seqs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        width = self.pad + 1
-        items, buckets = seqs % width, seqs // width
-        pos = torch.arange(seqs.shape[1], device=seqs.device)
-        assert self.gap_emb is not None
-        return self.drop(self.item_emb(items) + self.pos_emb(pos) + self.gap_emb(buckets))
-
-
-class GapSASRec(SASRec):
-    """SASRec over gap-carrying tokens; scored histories are looked up by identity."""
-
-    def __init__(self, num_items: int, config: SASRecConfig) -> None:
-        super().__init__(num_items, config)
-        torch.manual_seed(config.seed)
-        self.net = GapNet(config, num_items)
-        self.net.eval()
-        self.tokens: dict[int, np.ndarray] = {}
-
-    def timed_vectors(self, histories: Any, times: Any, batch_size: int = 256) -> torch.Tensor:
-        tokens = [self.tokens.get(id(h), h) for h in histories]
-        return super().timed_vectors(tokens, None, batch_size)
-
-    def _window(self, history: Any) -> np.ndarray:
-        return np.asarray(history, dtype=np.int64)[-self.config.max_len :]
-
-    def _loss(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        rng: np.random.Generator,
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        width = self.net.pad + 1
-        hidden = self.net(inputs)
-        keep = targets >= 0
-        states, labels = hidden[keep], targets[keep] % width
-        excluded = seen_items(inputs % width, keep)
-        return LinearCrossEntropy.apply(states, self.net.items(), labels, excluded)
-
-
 def gaps(path: Path, seed: int) -> dict[str, Any]:
-    """Best validation of the committed config with gap-bucket input embeddings."""
+    """Best validation of the committed config with `time_gaps` (gap-bucket input embeddings)."""
     data = load_train_val(path)
-    times, _ = train_times(data)
-    width = data.num_items + 1
-    tokens = [h + width * gap_buckets(t) for h, t in zip(data.train, times, strict=True)]
-    model = GapSASRec(data.num_items, SASRecConfig(seed=seed, threads=1, progress=False))
-    model.tokens = {id(h): t for h, t in zip(data.train, tokens, strict=True)}
-    return best_of("gaps", seed, model.fit(tokens, data.val_set()))
+    config = SASRecConfig(seed=seed, threads=1, progress=False, time_gaps=True)
+    model = SASRec(data.num_items, config)
+    return best_of("gaps", seed, model.fit(data.train, data.val_set(), times=data.train_times))
 
 
 class Mixed:
@@ -168,31 +109,25 @@ class Mixed:
         return self.weight * first + (1 - self.weight) * second
 
 
+def fit_and_refit(data: LeaveOneOut, config: SASRecConfig) -> tuple[SASRec, SASRec, int]:
+    """bench.protocol_check's two fits, kept apart: early-stopped on val, then on train + val."""
+    fitted = SASRec(data.num_items, config)
+    report = fitted.fit(data.train, data.val_set(), times=data.train_times)
+    refit = SASRec(data.num_items, replace(config, epochs=report["best_epoch"]))
+    refit.fit(data.train_plus_val(), None, times=data.train_plus_val_times())
+    return fitted, refit, report["best_epoch"]
+
+
 def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
-    """protocol_check for the gap model: shifted fit, no-refit and refit scores on real val."""
-    data = load_train_val(path)
-    times, _ = train_times(data)
-    width = data.num_items + 1
-    tokens = [h + width * gap_buckets(t) for h, t in zip(data.train, times, strict=True)]
-    shorter = [h[:-1] for h in data.train]  # the shifted split's train: its val is the last item
-    shifted_val = EvalSet(shorter, np.array([h[-1] for h in data.train]))
-    real_val = EvalSet(list(data.train), data.val)  # input: the whole train
-    lookup = {id(h): t for h, t in zip(data.train, tokens, strict=True)}
-    lookup |= {id(h): t[:-1] for h, t in zip(shorter, tokens, strict=True)}
-
-    def model(**overrides: Any) -> GapSASRec:
-        built = GapSASRec(
-            data.num_items, SASRecConfig(seed=seed, threads=2, progress=False, **overrides)
-        )
-        built.tokens = lookup
-        return built
-
-    fitted = model()
-    report = fitted.fit([t[:-1] for t in tokens], shifted_val)
-    refit = model(epochs=report["best_epoch"])
-    refit.fit(tokens, None)
+    """protocol_check for the gap model: shifted fit, no-refit, refit and joined on real val."""
+    data = shifted(load_train_val(path))
+    config = SASRecConfig(
+        seed=seed, threads=2, progress=False, ensemble_refit=False, time_gaps=True
+    )
+    fitted, refit, best_epoch = fit_and_refit(data, config)
+    real_val = data.test_set()
     scores = {
-        "shifted_val": evaluate(fitted, shifted_val, ks=(10,)),
+        "shifted_val": evaluate(fitted, data.val_set(), ks=(10,)),
         "no_refit": evaluate(fitted, real_val, ks=(10,)),
         "refit": evaluate(refit, real_val, ks=(10,)),
         "joined": evaluate(Mixed(fitted, refit, 0.5), real_val, ks=(10,)),
@@ -200,7 +135,7 @@ def gaps_protocol(path: Path, seed: int) -> dict[str, Any]:
     return {
         "probe": "gaps-protocol",
         "seed": seed,
-        "best_epoch": report["best_epoch"],
+        "best_epoch": best_epoch,
         **{name: round(m["ndcg@10"], 4) for name, m in scores.items()},
     }
 
@@ -209,15 +144,12 @@ def ensemble(path: Path, seed: int) -> dict[str, Any]:
     """Shifted fit and refit of the plain config; their score mixes scored on real val."""
     data = shifted(load_train_val(path))
     config = SASRecConfig(seed=seed, threads=2, progress=False, ensemble_refit=False)
-    fitted = SASRec(data.num_items, config)
-    report = fitted.fit(data.train, data.val_set())
-    refit = SASRec(data.num_items, replace(config, epochs=report["best_epoch"]))
-    refit.fit(data.train_plus_val(), None)
+    fitted, refit, best_epoch = fit_and_refit(data, config)
     mixes = {
         f"w={w}": round(evaluate(Mixed(fitted, refit, w), data.test_set(), ks=(10,))["ndcg@10"], 4)
         for w in (0.0, 0.25, 0.5, 0.75, 1.0)
     }
-    return {"probe": "ensemble", "seed": seed, "best_epoch": report["best_epoch"], **mixes}
+    return {"probe": "ensemble", "seed": seed, "best_epoch": best_epoch, **mixes}
 
 
 def windowed_counts(flat: np.ndarray, at: np.ndarray, window: float, items: int) -> np.ndarray:
@@ -292,9 +224,10 @@ def main() -> None:
     parser.add_argument("--edges", default="", help="gaps: bucket edges in seconds, e.g. 1,60")
     args = parser.parse_args()
     path = Path(args.data)
-    if args.edges:  # the gap probes read these module constants when they run
+    if args.edges:  # models.sasrec reads these module constants when a gap model is built
         edges = np.array([int(edge) for edge in args.edges.split(",")])
-        globals().update(GAP_EDGES=edges, GAP_BUCKETS=len(edges) + 2)
+        first, unknown = len(edges) + 1, len(edges) + 2
+        vars(sasrec).update(GAP_EDGES=edges, FIRST_GAP=first, UNKNOWN_GAP=unknown)
     result: Any
     if args.probe in ("prior", "split"):
         result = (prior if args.probe == "prior" else split)(path, Path(args.checkpoint))
@@ -302,7 +235,7 @@ def main() -> None:
         probes = {"ties": ties, "gaps": gaps, "gaps-protocol": gaps_protocol, "ensemble": ensemble}
         result = probes[args.probe](path, args.seed)
     if isinstance(result, dict) and args.probe.startswith("gaps"):
-        result["edges"] = GAP_EDGES.tolist()
+        result["edges"] = sasrec.GAP_EDGES.tolist()
     print(json.dumps(result, indent=1))
 
 
