@@ -77,7 +77,8 @@ class Recommender(ABC):
     def timed_vectors(
         self, histories: Sequence[History], times: Sequence[np.ndarray] | None
     ) -> torch.Tensor:
-        """User vectors given each history item's timestamp (seconds); by default unused."""
+        """User vectors given each history item's timestamp (seconds, None: not known); by
+        default the times are unused."""
         return self.user_vectors(histories)
 
     @torch.inference_mode()
@@ -85,10 +86,7 @@ class Recommender(ABC):
         self, histories: Sequence[History], times: Sequence[np.ndarray] | None = None
     ) -> torch.Tensor:
         """Scores of every item for each history: (B, I); `times` for models that use them."""
-        vectors = (
-            self.user_vectors(histories) if times is None else self.timed_vectors(histories, times)
-        )
-        return vectors @ self.item_vectors().T
+        return self.timed_vectors(histories, times) @ self.item_vectors().T
 
     @torch.inference_mode()
     def recommend(
