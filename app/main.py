@@ -21,9 +21,9 @@ from app.api import compare, events, experiments, health, items, models, recomme
 from app.cache import make_cache
 from app.config import Settings, get_settings
 from app.db.session import make_engine, make_sessionmaker
-from app.lifecycle import serving
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.schemas import EVENT_BATCH
+from app.serving.lifecycle import serving
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from app.api.recommend import services_of, split_ids
-from app.compare import compare_models, offline_table
-from app.recommend import Ask
+from app.serving.compare import compare_models, offline_table
+from app.serving.recommend import Ask
 
 router = APIRouter(prefix="/compare", tags=["compare"])
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from app.api.deps import CacheDep, MetricsDep, SessionDep, SettingsDep, WriteKey
 from app.db.repo import EventColumns
-from app.deps import CacheDep, MetricsDep, SessionDep, SettingsDep, WriteKey
-from app.ingest import ingest_events, to_columns
+from app.ingest.flow import ingest_events, to_columns
 from app.schemas import EVENT_BATCH, EventsAccepted
 
 router = APIRouter(prefix="/events", tags=["events"])

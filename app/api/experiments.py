@@ -6,16 +6,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 
+from app.api.deps import AdminKey, SessionDep
 from app.api.recommend import services_of
-from app.deps import AdminKey, SessionDep
-from app.experiments import (
+from app.experiments.book import (
     OVERRIDE,
     ExperimentState,
     experiment_report,
     get_experiment,
     put_experiment,
 )
-from app.routing import Arm
+from app.experiments.routing import Arm
 from app.schemas import ExperimentIn
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])

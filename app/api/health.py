@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.deps import CacheDep, MetricsDep, SettingsDep
 from app.db import repo
-from app.deps import CacheDep, MetricsDep, SettingsDep
 from app.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])

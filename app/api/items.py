@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
+from app.api.deps import SessionDep, SettingsDep, WriteKey
 from app.db import repo
-from app.deps import SessionDep, SettingsDep, WriteKey
 from app.schemas import ItemBatch, ItemOut, ItemsUpserted
 
 router = APIRouter(prefix="/items", tags=["items"])

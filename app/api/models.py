@@ -4,9 +4,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from app.api.deps import AdminKey
 from app.api.recommend import services_of
-from app.deps import AdminKey
-from app.lifecycle import refresh
+from app.serving.lifecycle import refresh
 
 router = APIRouter(prefix="/models", tags=["models"])
 

@@ -8,8 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import QueryParams
 
-from app.recommend import Ask, Services, recommend
 from app.schemas import Recommendation, RecommendBody, RecommendQuery
+from app.serving.recommend import Ask, Services, recommend
 
 router = APIRouter(prefix="/recommend", tags=["recommend"])
 

@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from sqlalchemy import delete
 
+from app.api.deps import AdminKey, CacheDep, SessionDep
 from app.db.tables import Event, Exposure
-from app.deps import AdminKey, CacheDep, SessionDep
 
 router = APIRouter(prefix="/users", tags=["users"])
 

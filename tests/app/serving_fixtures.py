@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from app.demo import synthetic_shop
+from app.training.demo import synthetic_shop
 from models.split import build_leave_one_out
 from models.train import save_trained, train_model
 

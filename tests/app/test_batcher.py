@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.batcher import EncodeBatcher
-from app.registry import load_version
+from app.serving.batcher import EncodeBatcher
+from app.serving.registry import load_version
 from tests.app.serving_fixtures import TEST_MODELS
 
 

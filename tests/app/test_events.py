@@ -208,7 +208,7 @@ async def test_metrics_count_ingestion(client: httpx.AsyncClient) -> None:
 def test_items_by_user_orders_by_event_time() -> None:
     from datetime import UTC, datetime
 
-    from app.ingest import items_by_user, to_columns
+    from app.ingest.flow import items_by_user, to_columns
 
     def at(second: int) -> datetime:
         return datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)

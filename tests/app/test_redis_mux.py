@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.cache import MISS, RedisCache, SafeCache
-from app.redis_mux import MuxConnection, supported
+from app.cache.mux import MuxConnection, supported
 from tests.app.conftest import start_redis
 from tests.conftest import REDIS_URL, free_port
 

@@ -19,8 +19,8 @@ import pytest
 
 from app.config import Settings
 from app.db import repo
-from app.demo import synthetic_shop
-from app.retrain import EventData, gate, holdout_split, retrain
+from app.training.demo import synthetic_shop
+from app.training.retrain import EventData, gate, holdout_split, retrain
 from tests.app.test_cli import RECSYS, clean_env, wait_for
 from tests.conftest import free_port, running_app
 

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 from scipy.stats import binomtest
 
-from app.compare import jaccard, rank_biased_overlap
-from app.routing import Arm, assign, bucket
-from app.stats import two_proportion_test, wilson
+from app.experiments.routing import Arm, assign, bucket
+from app.experiments.stats import two_proportion_test, wilson
+from app.serving.compare import jaccard, rank_biased_overlap
 
 ARMS = (Arm("control", "mf", 70), Arm("treatment", "sasrec", 20), Arm("holdout", "popularity", 10))
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.recommend import UserState
-from app.registry import LoadedModel
+from app.serving.recommend import UserState
+from app.serving.registry import LoadedModel
 from models.popularity import Popularity
 
 

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.registry import load_version
+from app.serving.registry import load_version
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.compare import compare_models
 from models.data import EvalSet, LeaveOneOut

@@ -2,7 +2,9 @@
 
 import typer
 
-from app import cli_models, cli_ops, cli_service
+from app.cli import models as cli_models
+from app.cli import ops as cli_ops
+from app.cli import service as cli_service
 
 cli = typer.Typer(help="recsys: recommendation service and model toolkit.", no_args_is_help=True)
 cli_service.register(cli)

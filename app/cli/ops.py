@@ -45,7 +45,7 @@ def with_database(work: Callable[[Settings, async_sessionmaker[AsyncSession]], A
 
 def retrain_once(models: list[str], overrides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One retrain run; returns each model's outcome."""
-    from app.retrain import retrain
+    from app.training.retrain import retrain
 
     async def work(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> list[Any]:
         return await retrain(settings, sessions, models, overrides)
@@ -62,7 +62,7 @@ def retrain_command(
 
     Example: recsys retrain --models mf,sasrec --set sasrec.max_seconds=600 --every 6h
     """
-    from app.cli_models import parse_model_settings
+    from app.cli.models import parse_model_settings
 
     names = [m for m in models.split(",") if m] or list(get_settings().retrain_models)
     overrides = parse_model_settings(setting)

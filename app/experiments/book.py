@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.tables import Event, Experiment, Exposure
-from app.routing import Arm
-from app.stats import two_proportion_test, wilson
+from app.experiments.routing import Arm
+from app.experiments.stats import two_proportion_test, wilson
 
 OVERRIDE = "override"  # the variant recorded when a request names its model explicitly
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import repo
 from app.db.repo import EventColumns
-from app.registry import newest_versions
+from app.serving.registry import newest_versions
 from models.data import Interactions, load_interactions
 from models.split import build_leave_one_out
 from models.train import save_trained, train_model

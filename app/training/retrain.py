@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import repo
 from app.db.tables import ModelVersion
-from app.registry import RETRAIN_SOURCE, load_version
+from app.serving.registry import RETRAIN_SOURCE, load_version
 from models.checkpoint import save_checkpoint
 from models.data import IdMap, LeaveOneOut
 from models.metrics import evaluate

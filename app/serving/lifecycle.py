@@ -11,16 +11,16 @@ from contextlib import asynccontextmanager
 import torch
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.batcher import EncodeBatcher
 from app.cache import SafeCache
-from app.catalog import Catalog
 from app.config import Settings
 from app.db.history import HistoryReader
-from app.experiments import ExperimentBook
-from app.exposures import ExposureLog
+from app.experiments.book import ExperimentBook
+from app.experiments.exposures import ExposureLog
 from app.observability import Metrics
-from app.recommend import Services
-from app.registry import ModelRegistry, newest_versions, wanted_versions
+from app.serving.batcher import EncodeBatcher
+from app.serving.catalog import Catalog
+from app.serving.recommend import Services
+from app.serving.registry import ModelRegistry, newest_versions, wanted_versions
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ async def serving(
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     if settings.demo_models:
-        from app.demo import ensure_demo
+        from app.training.demo import ensure_demo
 
         await ensure_demo(settings, sessionmaker)
     services = Services(

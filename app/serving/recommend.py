@@ -14,17 +14,17 @@ import torch
 from fastapi import HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.batcher import EncodeBatcher
 from app.cache import SafeCache
-from app.catalog import Catalog
 from app.config import Settings
 from app.db.history import HistoryReader
-from app.experiments import OVERRIDE, ExperimentBook
-from app.exposures import ExposureLog
+from app.experiments.book import OVERRIDE, ExperimentBook
+from app.experiments.exposures import ExposureLog
+from app.experiments.routing import assign
 from app.observability import Metrics, new_id
-from app.registry import LoadedModel, ModelRegistry
-from app.routing import assign
-from app.scoring import rank_rows
+from app.serving.batcher import EncodeBatcher
+from app.serving.catalog import Catalog
+from app.serving.registry import LoadedModel, ModelRegistry
+from app.serving.scoring import rank_rows
 
 
 @dataclass(frozen=True)

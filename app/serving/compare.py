@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from app.recommend import Ask, Services, score
+from app.serving.recommend import Ask, Services, score
 
 
 def jaccard(a: Sequence[str], b: Sequence[str]) -> float:

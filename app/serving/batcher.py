@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from app.registry import LoadedModel
-from app.scoring import rank_rows
+from app.serving.registry import LoadedModel
+from app.serving.scoring import rank_rows
 
 
 @dataclass(frozen=True)

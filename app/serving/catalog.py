@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.tables import Event, Item
-from app.registry import LoadedModel
+from app.serving.registry import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
-from app import redis_mux
-from app.redis_mux import MuxConnection
+from app.cache import mux as redis_mux
+from app.cache.mux import MuxConnection
 
 log = logging.getLogger(__name__)
 
