@@ -8,12 +8,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domain import EVENT_TYPES
+from models.data import default_data_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _default_data_dir() -> Path | None:
-    """../shared/datasets next to the project when present, else none."""
-    candidate = PROJECT_ROOT.parent / "shared" / "datasets"
+def _existing_data_dir() -> Path | None:
+    """The library's default dataset root (../shared/datasets) when it exists, else none."""
+    candidate = default_data_dir()
     return candidate if candidate.is_dir() else None
 
 
@@ -30,7 +33,7 @@ class Settings(BaseSettings):
     write_key: str | None = None
     admin_key: str | None = None
     model_dir: Path = Path("./var/models")
-    data_dir: Path | None = Field(default_factory=_default_data_dir)
+    data_dir: Path | None = Field(default_factory=_existing_data_dir)
 
     max_events_per_batch: int = Field(default=10_000, ge=1)
     max_items_per_batch: int = Field(default=10_000, ge=1)
@@ -64,9 +67,7 @@ class Settings(BaseSettings):
     # (absolute validation NDCG@10 a new version may lose against the active one).
     retrain_models: tuple[str, ...] = ("mf", "sasrec")
     event_weights: dict[str, float] = Field(
-        default_factory=lambda: {
-            t: 1.0 for t in ("view", "click", "add_to_cart", "purchase", "rating")
-        }
+        default_factory=lambda: {kind: 1.0 for kind in EVENT_TYPES}
     )
     retrain_min_events: int = Field(default=3, ge=2)
     promotion_tolerance: float = Field(default=0.001, ge=0)

@@ -21,6 +21,7 @@ from app.api import compare, events, experiments, health, items, models, recomme
 from app.cache import make_cache
 from app.config import Settings, get_settings
 from app.db.session import make_engine, make_sessionmaker
+from app.errors import ServiceError
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.schemas import EVENT_BATCH
 from app.serving.lifecycle import serving
@@ -78,7 +79,6 @@ def _lifespan(settings: Settings) -> Any:
                 settings, engine, app.state.sessionmaker, app.state.cache, app.state.metrics
             ) as services:
                 app.state.services = services
-                app.state.registry = services.registry
                 _freeze_startup_objects()
                 yield
         finally:
@@ -94,6 +94,12 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     if request.url.path.rstrip("/") == "/events":
         request.app.state.metrics.events_rejected.labels(reason="validation").inc()
     return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
+
+async def _service_error(request: Request, error: Exception) -> JSONResponse:
+    """A flow's domain error as its HTTP status: the one place errors become HTTP."""
+    assert isinstance(error, ServiceError)
+    return JSONResponse({"detail": error.detail}, status_code=error.status)
 
 
 async def _database_down(request: Request, error: Exception) -> JSONResponse:
@@ -137,12 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.state.registry = None
     app.add_middleware(
         RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(ServiceError, _service_error)
     for error_type in DATABASE_DOWN:
         app.add_exception_handler(error_type, _database_down)
     for module in (events, items, recommend, compare, models, experiments, users, health):

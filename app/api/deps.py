@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cache import SafeCache
 from app.config import Settings
 from app.observability import Metrics
+from app.serving.services import Services
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -42,10 +43,17 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+async def get_services(request: Request) -> Services:
+    """The serving services built in the lifespan (models, catalog, experiments, cache)."""
+    services: Services = request.app.state.services
+    return services
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 CacheDep = Annotated[SafeCache, Depends(get_cache)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def _check_key(request: Request, expected: str | None) -> None:

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.api.deps import CacheDep, MetricsDep, SessionDep, SettingsDep, WriteKey
+from app.api.params import too_many
 from app.db.repo import EventColumns
 from app.ingest.flow import ingest_events, to_columns
 from app.schemas import EVENT_BATCH, EventsAccepted
@@ -32,13 +33,7 @@ def parse_batch(body: bytes, *, limit: int) -> EventColumns:
         raise RequestValidationError([{**d, "loc": ("body", *d["loc"])} for d in details]) from None
     events = batch["events"]
     if len(events) > limit:
-        too_long = {
-            "type": "too_long",
-            "loc": ("body", "events"),
-            "input": len(events),
-            "msg": f"at most {limit} events per batch",
-        }
-        raise RequestValidationError([too_long])
+        raise too_many("events", len(events), limit)
     columns, errors = to_columns(events)
     if errors:
         raise RequestValidationError(errors)

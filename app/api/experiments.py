@@ -1,75 +1,41 @@
-"""GET/PUT /experiments/{name}, GET /experiments/{name}/report."""
+"""GET/PUT /experiments/{name}, GET /experiments/{name}/report (admin key)."""
 
-from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Path
 
-from app.api.deps import AdminKey, SessionDep
-from app.api.recommend import services_of
-from app.experiments.book import (
-    OVERRIDE,
-    ExperimentState,
-    experiment_report,
-    get_experiment,
-    put_experiment,
-)
-from app.experiments.routing import Arm
-from app.schemas import ExperimentIn
+from app.api.deps import AdminKey, ServicesDep, SessionDep
+from app.experiments import flows
+from app.schemas import ExperimentIn, ExperimentOut, ExperimentReport
 
-router = APIRouter(prefix="/experiments", tags=["experiments"])
+router = APIRouter(prefix="/experiments", tags=["experiments"], dependencies=[AdminKey])
 Name = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
-async def _existing(session: SessionDep, name: str) -> ExperimentState:
-    state = await get_experiment(session=session, name=name)
-    if state is None:
-        raise HTTPException(404, f"experiment {name!r} not found")
-    return state
+@router.get("/{name}", response_model=ExperimentOut)
+async def read_experiment(name: Name, session: SessionDep) -> ExperimentOut:
+    """Arms, weights, salt and status; 404 when there is no such experiment."""
+    state = await flows.stored_experiment(session=session, name=name)
+    return ExperimentOut.model_validate(state.to_json())
 
 
-@router.get("/{name}", dependencies=[AdminKey])
-async def read_experiment(name: Name, session: SessionDep) -> dict[str, Any]:
-    """Arms, weights, salt and status."""
-    return (await _existing(session, name)).to_json()
-
-
-@router.put("/{name}", dependencies=[AdminKey])
+@router.put("/{name}", response_model=ExperimentOut)
 async def write_experiment(
-    name: Name, body: ExperimentIn, session: SessionDep, request: Request
-) -> dict[str, Any]:
-    """Create or replace an experiment; arms name loaded models."""
-    arm_names = [a.name for a in body.arms]
-    if len(set(arm_names)) != len(arm_names) or OVERRIDE in arm_names:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "arms"),
-                    "msg": f"arm names must be unique and not {OVERRIDE!r}",
-                    "input": arm_names,
-                }
-            ]
-        )
-    services = services_of(request)
-    missing = sorted({a.model for a in body.arms} - set(services.registry.models))
-    if missing:
-        raise HTTPException(422, f"arms name models that are not loaded: {missing}")
-    arms = tuple(Arm(a.name, a.model, a.weight) for a in body.arms)
-    state = ExperimentState(name, arms, body.salt or name, body.status)
-    stored = await put_experiment(session=session, state=state)
-    services.experiments.put(stored)
-    return stored.to_json()
-
-
-@router.get("/{name}/report", dependencies=[AdminKey])
-async def report(name: Name, session: SessionDep, request: Request) -> dict[str, Any]:
-    """Per arm: exposures, clicks, CTR, conversions, 95% Wilson intervals, tests vs control."""
-    settings = services_of(request).settings
-    return await experiment_report(
+    name: Name, body: ExperimentIn, session: SessionDep, services: ServicesDep
+) -> ExperimentOut:
+    """Create or replace an experiment; its arms must name loaded models (else 422)."""
+    state = await flows.save_experiment(
         session=session,
-        state=await _existing(session, name),
-        window=timedelta(seconds=settings.attribution_window_s),
-        conversions=settings.conversion_types,
+        book=services.experiments,
+        loaded=services.registry.models,
+        name=name,
+        body=body,
     )
+    return ExperimentOut.model_validate(state.to_json())
+
+
+@router.get("/{name}/report", response_model=ExperimentReport)
+async def report(name: Name, session: SessionDep, services: ServicesDep) -> ExperimentReport:
+    """Per arm: exposures, clicks, CTR, conversions, 95% Wilson intervals, tests vs control."""
+    found = await flows.report(session=session, name=name, settings=services.settings)
+    return ExperimentReport.model_validate(found)

@@ -2,13 +2,14 @@
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import CacheDep, MetricsDep, SettingsDep
+from app.api.deps import CacheDep, MetricsDep, ServicesDep, SettingsDep
 from app.db import repo
-from app.schemas import Health, Readiness
+from app.schemas import Health, LoadedModels, Readiness
+from app.serving.services import Services
 
 router = APIRouter(tags=["health"])
 
@@ -19,10 +20,10 @@ async def healthz() -> Health:
     return Health()
 
 
-async def database_state(request: Request, timeout_s: float) -> str:
+async def database_state(services: Services, timeout_s: float) -> str:
     """'ok' when a round trip succeeds within the timeout, else 'unavailable'."""
     try:
-        async with request.app.state.sessionmaker() as session:
+        async with services.sessionmaker() as session:
             await asyncio.wait_for(repo.ping(session=session), timeout_s)
     except Exception:
         return "unavailable"
@@ -30,14 +31,14 @@ async def database_state(request: Request, timeout_s: float) -> str:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(request: Request, cache: CacheDep, settings: SettingsDep) -> JSONResponse:
+async def readyz(services: ServicesDep, cache: CacheDep, settings: SettingsDep) -> JSONResponse:
     """Ready when the database answers; a cache outage only degrades."""
-    database = await database_state(request, settings.db_connect_timeout_s)
+    database = await database_state(services, settings.db_connect_timeout_s)
     cache_state = await cache.status()
-    registry = getattr(request.app.state, "registry", None)
-    models = registry.describe() if registry is not None else {}
-    degraded = cache_state != "ok" or (registry is not None and not registry.models)
+    registry = services.registry
+    degraded = cache_state != "ok" or not registry.models
     overall = "unavailable" if database != "ok" else ("degraded" if degraded else "ok")
+    models = LoadedModels.model_validate(registry.describe())
     body = Readiness(status=overall, database=database, cache=cache_state, models=models)
     return JSONResponse(body.model_dump(), status_code=503 if database != "ok" else 200)
 

@@ -5,29 +5,22 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
+from app.api.deps import ServicesDep
+from app.api.params import query_parameters, split_ids
 from app.schemas import Recommendation, RecommendBody, RecommendQuery
-from app.serving.recommend import Ask, Services, recommend
+from app.serving.recommend import recommend
+from app.serving.services import Ask
 
 router = APIRouter(prefix="/recommend", tags=["recommend"])
-
-
-def services_of(request: Request) -> Services:
-    """The serving services built in the lifespan."""
-    services: Services = request.app.state.services
-    return services
+SINGLE_PARAMS = ("user_id", "k", "model", "experiment")
 
 
 def as_json(recommendation: dict[str, Any]) -> Response:
     """Serialised by orjson: the answer is built by us, so a pydantic model adds only cost."""
     return Response(orjson.dumps(recommendation), media_type="application/json")
-
-
-def split_ids(values: list[str]) -> list[str]:
-    """Repeated and comma-separated ids, flattened."""
-    return [part for value in values for part in value.split(",") if part]
 
 
 def ask_of(params: RecommendQuery | RecommendBody, history: tuple[str, ...] | None = None) -> Ask:
@@ -40,20 +33,6 @@ def ask_of(params: RecommendQuery | RecommendBody, history: tuple[str, ...] | No
         exclude=tuple(params.exclude),
         history=history,
     )
-
-
-def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """OpenAPI parameter objects for a model's fields, for routes that parse their own query."""
-    schema = model.model_json_schema()
-    required = set(schema.get("required", []))
-    return [
-        {"name": name, "in": "query", "required": name in required, "schema": field}
-        | ({"description": field["description"]} if "description" in field else {})
-        for name, field in schema["properties"].items()
-    ]
-
-
-SINGLE_PARAMS = ("user_id", "k", "model", "experiment")
 
 
 def parse_query(params: QueryParams) -> RecommendQuery:
@@ -75,14 +54,14 @@ def parse_query(params: QueryParams) -> RecommendQuery:
     response_model=Recommendation,
     openapi_extra={"parameters": query_parameters(RecommendQuery)},
 )
-async def get_recommend(request: Request) -> Response:
+async def get_recommend(request: Request, services: ServicesDep) -> Response:
     """The user's top-k items from the experiment's arm, or from `model` when named."""
     ask = ask_of(parse_query(request.query_params))
-    return as_json(await recommend(ask, services_of(request)))
+    return as_json(await recommend(ask, services))
 
 
 @router.post("", response_model=Recommendation)
-async def post_recommend(request: Request, body: RecommendBody) -> Response:
+async def post_recommend(body: RecommendBody, services: ServicesDep) -> Response:
     """As GET, with `history` for anonymous sessions (it replaces the stored history)."""
     ask = ask_of(body, history=None if body.history is None else tuple(body.history))
-    return as_json(await recommend(ask, services_of(request)))
+    return as_json(await recommend(ask, services))

@@ -9,12 +9,12 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db.tables import Event, Exposure, Item, ModelVersion
+from app.db.tables import Event, Experiment, Exposure, Item, ModelVersion
 
 # One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
 _PG_INSERT_EVENTS = """
@@ -166,6 +166,32 @@ async def get_item(*, session: AsyncSession, item_id: str) -> Item | None:
     return await session.get(Item, item_id)
 
 
+async def inactive_item_ids(*, session: AsyncSession) -> list[str]:
+    """Ids of the catalog items marked inactive."""
+    return list(
+        (await session.execute(select(Item.item_id).where(Item.active.is_(False)))).scalars()
+    )
+
+
+async def popular_item_ids(*, session: AsyncSession, recent_events: int, limit: int) -> list[str]:
+    """The most interacted items over the latest `recent_events` events, most popular first."""
+    recent = select(Event.item_id).order_by(Event.id.desc()).limit(recent_events).subquery()
+    counts = (
+        select(recent.c.item_id, func.count().label("n"))
+        .group_by(recent.c.item_id)
+        .order_by(func.count().desc(), recent.c.item_id)
+        .limit(limit)
+    )
+    return [row[0] for row in await session.execute(counts)]
+
+
+async def erase_user(*, session: AsyncSession, user_id: str) -> tuple[int, int]:
+    """Delete a user's events and exposures (not committed); returns both counts."""
+    events = await session.execute(delete(Event).where(Event.user_id == user_id))
+    exposures = await session.execute(delete(Exposure).where(Exposure.user_id == user_id))
+    return events.rowcount, exposures.rowcount  # type: ignore[attr-defined]
+
+
 async def count_events(*, session: AsyncSession) -> int:
     """Number of stored events."""
     result = await session.execute(text("SELECT count(*) FROM events"))
@@ -243,3 +269,48 @@ async def activate_version(*, session: AsyncSession, version: ModelVersion) -> N
     )
     version.status, version.promoted_at, version.reason = "active", now, version.reason
     await session.commit()
+
+
+async def get_experiment(*, session: AsyncSession, name: str) -> Experiment | None:
+    """One stored experiment, or None."""
+    return await session.get(Experiment, name)
+
+
+async def all_experiments(*, session: AsyncSession) -> list[Experiment]:
+    """Every stored experiment."""
+    return list((await session.execute(select(Experiment))).scalars())
+
+
+async def put_experiment(
+    *, session: AsyncSession, name: str, arms: list[dict[str, Any]], salt: str, status: str
+) -> Experiment:
+    """Create or replace an experiment and commit."""
+    row = await session.get(Experiment, name)
+    if row is None:
+        row = Experiment(name=name)
+        session.add(row)
+    row.arms, row.salt, row.status = {"arms": arms}, salt, status
+    row.updated_at = datetime.now(UTC)
+    await session.commit()
+    return row
+
+
+async def experiment_exposures(*, session: AsyncSession, experiment: str) -> list[Exposure]:
+    """Every exposure logged for an experiment."""
+    query = select(Exposure).where(Exposure.experiment == experiment)
+    return list((await session.execute(query)).scalars())
+
+
+async def user_events_since(
+    *, session: AsyncSession, users: Sequence[str], types: Sequence[str], since: datetime
+) -> list[Event]:
+    """Events of the given users and types at or after `since` (IN lists of 1,000 users)."""
+    found: list[Event] = []
+    for start in range(0, len(users), 1000):
+        query = select(Event).where(
+            Event.user_id.in_(users[start : start + 1000]),
+            Event.type.in_(list(types)),
+            Event.event_time >= since,
+        )
+        found.extend((await session.execute(query)).scalars())
+    return found

@@ -20,8 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
-ID_LEN = 256
+from app.domain import EVENT_TYPES, ID_LEN
+
 # SQLite only autoincrements an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -43,7 +43,8 @@ class Event(Base):
         Index("ix_events_user_time", "user_id", "event_time"),
         Index("ix_events_recommendation", "recommendation_id"),
         CheckConstraint(
-            "type IN ('view', 'click', 'add_to_cart', 'purchase', 'rating')", name="ck_events_type"
+            "type IN (" + ", ".join(f"'{kind}'" for kind in EVENT_TYPES) + ")",
+            name="ck_events_type",
         ),
     )
 

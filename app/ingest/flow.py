@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cache import SafeCache
 from app.db import repo
 from app.db.repo import EventColumns
+from app.domain import as_utc
 from app.observability import Metrics
 from app.schemas import EARLIEST_EVENT, MAX_FUTURE_SKEW_S, EventIn, EventsAccepted
 
@@ -24,7 +25,7 @@ def to_columns(events: Sequence[EventIn]) -> tuple[EventColumns, list[dict[str, 
     latest = now + timedelta(seconds=MAX_FUTURE_SKEW_S)
     times = [e.get("timestamp") or now for e in events]
     if any(t.tzinfo is None for t in times):
-        times = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in times]
+        times = [as_utc(t) for t in times]
     errors = []
     # min/max run in C; the per-event pass only runs for a batch that has a bad time.
     if min(times) < EARLIEST_EVENT or max(times) > latest:

@@ -6,10 +6,9 @@ import logging
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.tables import Event, Item
+from app.db import repo
 from app.serving.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -37,26 +36,13 @@ class Catalog:
     async def refresh(self, session: AsyncSession, *, force: bool = False) -> None:
         """Reload the inactive set, and the popular items when they are due (a GROUP BY over
         the recent events is too heavy to repeat every few seconds on every replica)."""
-        inactive = (
-            await session.execute(select(Item.item_id).where(Item.active.is_(False)))
-        ).scalars()
-        self.set_inactive(frozenset(inactive))
+        self.set_inactive(frozenset(await repo.inactive_item_ids(session=session)))
         if force or time.monotonic() >= self._popular_due:
-            self.set_popular(await self._popular(session))
+            popular = await repo.popular_item_ids(
+                session=session, recent_events=self.recent_events, limit=self.popular_size
+            )
+            self.set_popular(popular)
             self._popular_due = time.monotonic() + self.popular_every_s
-
-    async def _popular(self, session: AsyncSession) -> list[str]:
-        """The most interacted items over the most recent events."""
-        recent = (
-            select(Event.item_id).order_by(Event.id.desc()).limit(self.recent_events).subquery()
-        )
-        counts = (
-            select(recent.c.item_id, func.count().label("n"))
-            .group_by(recent.c.item_id)
-            .order_by(func.count().desc(), recent.c.item_id)
-            .limit(self.popular_size)
-        )
-        return [row[0] for row in await session.execute(counts)]
 
     async def refresh_now(self) -> None:
         """Refresh with the session factory given at start-up."""

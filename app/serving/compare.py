@@ -6,9 +6,9 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import HTTPException
-
-from app.serving.recommend import Ask, Services, score
+from app.errors import NotFound
+from app.serving.recommend import score
+from app.serving.services import Ask, Services
 
 
 def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
@@ -40,7 +40,7 @@ async def compare_models(ask: Ask, names: list[str] | None, services: Services) 
     names = names or sorted(registry.models)
     unknown = [n for n in names if n not in registry.models]
     if unknown:
-        raise HTTPException(404, f"models not loaded: {unknown}; loaded: {sorted(registry.models)}")
+        raise NotFound(f"models not loaded: {unknown}; loaded: {sorted(registry.models)}")
     lists: dict[str, list[str]] = {}
     results = []
     for name in names:

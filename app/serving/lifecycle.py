@@ -19,8 +19,8 @@ from app.experiments.exposures import ExposureLog
 from app.observability import Metrics
 from app.serving.batcher import EncodeBatcher
 from app.serving.catalog import Catalog
-from app.serving.recommend import Services
 from app.serving.registry import ModelRegistry, newest_versions, wanted_versions
+from app.serving.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import repo
 from app.db.tables import ModelVersion
+from app.domain import as_utc
 from app.serving.registry import RETRAIN_SOURCE, load_version
 from models.checkpoint import save_checkpoint
 from models.data import IdMap, LeaveOneOut
@@ -65,10 +66,6 @@ class EventData:
         return digest.hexdigest()
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 async def read_events(
     sessionmaker: async_sessionmaker[AsyncSession], weights: dict[str, float]
 ) -> EventData:
@@ -83,7 +80,7 @@ async def read_events(
             for user_id, item_id, _, moment, _ in rows:
                 data.users.append(_intern(user_index, data.user_ids, user_id))
                 data.items.append(_intern(item_index, data.item_ids, item_id))
-                moment = _as_utc(moment)
+                moment = as_utc(moment)
                 data.times.append(int(moment.timestamp() * 1_000_000))
                 data.first = moment if data.first is None else min(data.first, moment)
                 data.last = moment if data.last is None else max(data.last, moment)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.serving.recommend import UserState
+from app.serving.state import UserState
 from app.serving.registry import LoadedModel
 from models.popularity import Popularity
 

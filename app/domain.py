@@ -1,0 +1,19 @@
+"""The vocabulary the API, the database and the settings share: event types, ids, UTC times."""
+
+from __future__ import annotations
+
+import typing
+from datetime import UTC, datetime
+from typing import Literal
+
+# The one definition of the event types: the API's schema, the table's check constraint and the
+# default training weights all derive from it.
+EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
+EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
+ID_LEN = 256  # longest user, item or event id
+OVERRIDE = "override"  # the experiment variant of a request that names its model
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A datetime as aware UTC: SQLite hands back naive ones, and everything stored is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
