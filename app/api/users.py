@@ -20,5 +20,5 @@ async def erase_user(
     """Erase the user's events, exposures and cached state."""
     events, exposures = await repo.erase_user(session=session, user_id=user_id)
     await session.commit()
-    await cache.run("drop_users", [user_id], history=True)
+    await cache.call(cache.backend.drop_users, [user_id], history=True)
     return Erased(events=events, exposures=exposures)

@@ -87,9 +87,9 @@ async def ingest_events(
     histories = items_by_user(columns)
     if duplicates:
         # Which rows were new is unknown, so drop the cached histories; they reload from the DB.
-        await cache.run("drop_users", list(histories), history=True)
+        await cache.call(cache.backend.drop_users, list(histories), history=True)
     else:
-        await cache.run("append_history", histories)
+        await cache.call(cache.backend.append_history, histories)
     metrics.events_ingested.inc(inserted)
     metrics.events_duplicate.inc(duplicates)
     return EventsAccepted(accepted=inserted, duplicates=duplicates)

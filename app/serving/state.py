@@ -117,9 +117,7 @@ async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
     state = await encode(model, history, services)
     if state is not None or (loaded and history):
         vector = None if state is None else state.pack()
-        await services.cache.store(
-            ask.user_id, model.cache_field, seen, vector, history if loaded else None
-        )
+        await services.cache.store(seen, vector, history if loaded else None)
     return Found(state, history)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -29,37 +30,48 @@ async def cache(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncItera
     await backend.close()
 
 
+async def vector(cache: CacheBackend, user_id: str, field: str) -> bytes | None:
+    """The cached vector of a user for one model version."""
+    return (await cache.lookup(user_id, field)).vector
+
+
+async def put(
+    cache: CacheBackend, user_id: str, field: str, data: bytes | None, history: Any
+) -> None:
+    """Store a vector (and a history) as a request that read the cache just before would."""
+    assert await cache.store(await cache.lookup(user_id, field), data, history)
+
+
 async def test_append_extends_only_cached_histories_and_drops_vectors(cache: CacheBackend) -> None:
-    await cache.set_history("a", ["1", "2"])
-    await cache.set_vector("a", "mf:v1", b"vec")
-    await cache.set_vector("b", "mf:v1", b"vec")
+    await put(cache, "a", "mf:v1", b"vec", ["1", "2"])
+    await put(cache, "b", "mf:v1", b"vec", None)
     await cache.append_history({"a": ["3"], "b": ["9"]})
     assert await cache.get_history("a") == ["1", "2", "3"]
     assert await cache.get_history("b") is None  # not cached: it reloads from the database
-    assert await cache.get_vector("a", "mf:v1") is None
-    assert await cache.get_vector("b", "mf:v1") is None
+    assert await vector(cache, "a", "mf:v1") is None
+    assert await vector(cache, "b", "mf:v1") is None
 
 
 async def test_histories_are_capped_even_for_huge_batches(cache: CacheBackend) -> None:
-    await cache.set_history("c", ["0"])
+    await put(cache, "c", "mf:v1", None, ["0"])
     await cache.append_history({"c": [str(n) for n in range(1, 2501)]})  # > Lua's unpack slice
     assert await cache.get_history("c") == ["2496", "2497", "2498", "2499", "2500"]
 
 
 async def test_vectors_are_per_model_version(cache: CacheBackend) -> None:
-    await cache.set_vector("a", "mf:v1", b"one")
-    await cache.set_vector("a", "mf:v2", b"two")
-    assert await cache.get_vector("a", "mf:v1") == b"one"
-    assert await cache.get_vector("a", "mf:v2") == b"two"
-    assert await cache.get_vector("a", "sasrec:v1") is None
+    await put(cache, "a", "mf:v1", b"one", None)
+    await put(cache, "a", "mf:v2", b"two", None)
+    assert await vector(cache, "a", "mf:v1") == b"one"
+    assert await vector(cache, "a", "mf:v2") == b"two"
+    assert await vector(cache, "a", "sasrec:v1") is None
     await cache.drop_users(["a"])
-    assert await cache.get_vector("a", "mf:v2") is None
+    assert await vector(cache, "a", "mf:v2") is None
 
 
 async def test_lookup_gives_the_vector_else_the_cached_history(cache: CacheBackend) -> None:
     empty = await cache.lookup("a", "mf:v1")
     assert empty.vector is None and empty.history is None
-    assert await cache.store("a", "mf:v1", empty, b"vec", ["1", "2"])
+    assert await cache.store(empty, b"vec", ["1", "2"])
     assert (await cache.lookup("a", "mf:v1")).vector == b"vec"
     other = await cache.lookup("a", "sasrec:v1")  # another model: its vector is not there
     assert other.vector is None and other.history == ["1", "2"]
@@ -67,7 +79,7 @@ async def test_lookup_gives_the_vector_else_the_cached_history(cache: CacheBacke
 
 async def test_store_keeps_only_the_newest_history_len_items(cache: CacheBackend) -> None:
     seen = await cache.lookup("c", "mf:v1")
-    assert await cache.store("c", "mf:v1", seen, None, [str(n) for n in range(2500)])
+    assert await cache.store(seen, None, [str(n) for n in range(2500)])
     assert (await cache.lookup("c", "mf:v1")).history == ["2495", "2496", "2497", "2498", "2499"]
     assert (await cache.lookup("c", "mf:v1")).vector is None  # a history-only store
 
@@ -76,10 +88,10 @@ async def test_store_is_skipped_when_events_arrived_after_the_lookup(cache: Cach
     # A vector built from the history read before an event would hide that event until its TTL.
     seen = await cache.lookup("a", "mf:v1")
     await cache.append_history({"a": ["3"]})
-    assert not await cache.store("a", "mf:v1", seen, b"stale", ["1", "2"])
-    assert await cache.get_vector("a", "mf:v1") is None and await cache.get_history("a") is None
+    assert not await cache.store(seen, b"stale", ["1", "2"])
+    assert await vector(cache, "a", "mf:v1") is None and await cache.get_history("a") is None
     seen = await cache.lookup("a", "mf:v1")
     await cache.drop_users(["a"])
-    assert not await cache.store("a", "mf:v1", seen, b"stale", None)
-    assert await cache.store("a", "mf:v1", await cache.lookup("a", "mf:v1"), b"fresh", None)
-    assert await cache.get_vector("a", "mf:v1") == b"fresh"
+    assert not await cache.store(seen, b"stale", None)
+    assert await cache.store(await cache.lookup("a", "mf:v1"), b"fresh", None)
+    assert await vector(cache, "a", "mf:v1") == b"fresh"

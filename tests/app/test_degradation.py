@@ -97,7 +97,7 @@ async def test_new_version_swaps_in_with_its_own_cached_vectors(
         cache = client.app.state.cache  # type: ignore[attr-defined]
         await post_history(client, "bea", ["sku-1", "sku-2"])
         await client.get("/recommend", params={"user_id": "bea", "model": "sasrec"})
-        assert await cache.get_vector("bea", "sasrec:v1") is not None
+        assert (await cache.lookup("bea", "sasrec:v1")).vector is not None
         shutil.copytree(
             serving_settings.model_dir / "sasrec" / "v1",
             serving_settings.model_dir / "sasrec" / "v2",
@@ -105,4 +105,4 @@ async def test_new_version_swaps_in_with_its_own_cached_vectors(
         assert (await client.post("/models/reload")).json()["loaded"]["sasrec"] == "v2"
         body = (await client.get("/recommend", params={"user_id": "bea", "model": "sasrec"})).json()
         assert body["model_version"] == "v2"
-        assert await cache.get_vector("bea", "sasrec:v2") is not None
+        assert (await cache.lookup("bea", "sasrec:v2")).vector is not None

@@ -181,11 +181,10 @@ async def test_concurrent_clients_lose_and_double_nothing(client: httpx.AsyncCli
 
 async def test_events_update_cached_history(client: httpx.AsyncClient) -> None:
     cache = client.app.state.cache  # type: ignore[attr-defined]
-    await cache.run("set_history", "u9", ["a", "b"])
-    await cache.run("set_vector", "u9", "mf:v1", b"vec")
+    assert await cache.store(await cache.lookup("u9", "mf:v1"), b"vec", ["a", "b"])
     await client.post("/events", json={"events": [event("u9", "c"), event("u9", "d")]})
     assert await cache.get_history("u9") == ["a", "b", "c", "d"]
-    assert await cache.get_vector("u9", "mf:v1") is None
+    assert (await cache.lookup("u9", "mf:v1")).vector is None
     # A retried batch must not append twice: the history is dropped and reloads from the DB.
     again = [event("u9", "e")]
     await client.post("/events", json={"events": again})

@@ -55,10 +55,10 @@ async def test_vectors_are_cached_and_dropped_by_events(client: httpx.AsyncClien
     cache = client.app.state.cache  # type: ignore[attr-defined]
     await post_history(client, "dave", GROUP[:3])
     await client.get("/recommend", params={"user_id": "dave", "model": "mf"})
-    assert await cache.get_vector("dave", "mf:v1") is not None
+    assert (await cache.lookup("dave", "mf:v1")).vector is not None
     assert await cache.get_history("dave") == GROUP[:3]
     await post_history(client, "dave", [GROUP[3]])
-    assert await cache.get_vector("dave", "mf:v1") is None
+    assert (await cache.lookup("dave", "mf:v1")).vector is None
     assert await cache.get_history("dave") == GROUP[:4]
     hits = 'recsys_cache_lookups_total{result="hit"}'
     await client.get("/recommend", params={"user_id": "dave", "model": "mf"})
@@ -108,7 +108,7 @@ async def test_anonymous_history_in_post(client: httpx.AsyncClient) -> None:
     items = ids(await client.post("/recommend", json=body))
     assert GROUP[6] in items and not set(items) & set(GROUP[1:6])
     cache = client.app.state.cache  # type: ignore[attr-defined]
-    assert await cache.get_vector("anon-1", "sasrec:v1") is None
+    assert (await cache.lookup("anon-1", "sasrec:v1")).vector is None
     bad = await client.post("/recommend", json={"user_id": "a", "k": 5, "history": "sku-1"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "history"]
 

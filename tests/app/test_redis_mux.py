@@ -175,7 +175,7 @@ async def test_cache_lookups_miss_while_redis_is_stopped(
     assert isinstance(backend, RedisCache) and backend.mux is not None
     backend.mux.retry_after_s = 0.3
     seen = await cache.lookup("u", "mf:v1")
-    assert await cache.store("u", "mf:v1", seen, b"vec", ["a"])
+    assert await cache.store(seen, b"vec", ["a"])
     server.send_signal(signal.SIGSTOP)
     try:
         assert await cache.lookup("u", "mf:v1") is MISS

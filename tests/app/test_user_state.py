@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.serving.state import UserState
 from app.serving.registry import LoadedModel
+from app.serving.state import UserState
 from models.popularity import Popularity
 
 

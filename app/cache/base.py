@@ -1,0 +1,59 @@
+"""What the service needs from a cache, and what a failed read looks like."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One read of a user: the vector for one model version, else the cached history, and the
+    user's generation (bumped by every write of events) for a conditional store later."""
+
+    vector: bytes | None
+    history: list[str] | None
+    generation: bytes
+    user_id: str = ""
+    field: str = ""  # the model version the vector belongs to ("model:version")
+
+
+MISS = Lookup(None, None, b"")  # what a failed read looks like: nothing cached, no generation
+
+
+class CacheBackend(ABC):
+    """Per user: a capped list of recent item ids, a vector per model version, a generation."""
+
+    kind: str
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Round trip; raises when the cache is unreachable."""
+
+    @abstractmethod
+    async def lookup(self, user_id: str, field: str) -> Lookup:
+        """The vector for `field` (model:version), else the cached history, and the generation."""
+
+    @abstractmethod
+    async def store(
+        self, seen: Lookup, vector: bytes | None, history: Sequence[str] | None
+    ) -> bool:
+        """Cache the vector for `seen`'s user and field (and a history read from the database)
+        unless events arrived since `seen` was read; True when stored."""
+
+    @abstractmethod
+    async def get_history(self, user_id: str) -> list[str] | None:
+        """The cached recent history, oldest first, or None when not cached."""
+
+    @abstractmethod
+    async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None:
+        """Append to the histories that are cached, drop the users' vectors, bump generations."""
+
+    @abstractmethod
+    async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:
+        """Forget users' vectors (and their histories when erasing); bump their generations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
