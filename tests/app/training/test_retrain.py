@@ -21,7 +21,7 @@ from app.config import Settings
 from app.db import repo
 from app.training.demo import synthetic_shop
 from app.training.retrain import EventData, gate, holdout_split, retrain
-from tests.app.test_cli import RECSYS, clean_env, wait_for
+from tests.app.cli.test_cli import RECSYS, clean_env, wait_for
 from tests.conftest import free_port, running_app
 
 FAST = {"mf": {"factors": 16, "iterations": 6}}
