@@ -30,11 +30,11 @@ bench: $(STAMP)  ## benchmarks; results land in bench/results/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check app models tests bench
+	$(BIN)/ruff format --check app models tests bench research
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format app models tests bench
+	$(BIN)/ruff format app models tests bench research
 	$(BIN)/ruff check --fix .
 
 clean:

@@ -12,6 +12,9 @@ EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
 EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
 ID_LEN = 256  # longest user, item or event id
 OVERRIDE = "override"  # the experiment variant of a request that names its model
+# meta.json "source" of the checkpoints `recsys retrain` writes: they serve only once promoted,
+# through their model_versions row, never as the newest directory on disk.
+RETRAIN_SOURCE = "retrain"
 
 
 def as_utc(moment: datetime) -> datetime:

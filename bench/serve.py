@@ -54,8 +54,8 @@ def prepare_models(data: LeaveOneOut, source: Path | None, target: Path) -> dict
             shutil.copytree(given, target / name / "bench")
             origin[name] = str(given)
             continue
-        model, report = train_model(name, data, FALLBACK_OVERRIDES.get(name, {}), refit=False)
-        save_trained(model, report, data, target / name / "bench")
+        trained = train_model(name, data, FALLBACK_OVERRIDES.get(name, {}), refit=False)
+        save_trained(trained.model, trained.report, data, target / name / "bench")
         origin[name] = "trained by bench/serve.py"
     return origin
 

@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
 
+from models.config import config_class, known_fields, refuse_retired
+
 # A history is one user's item indices in chronological order (oldest first).
 History = Sequence[int] | np.ndarray
+# Per history, each item's timestamp in seconds (int64), same order; None: times not known.
+Times = Sequence[np.ndarray] | None
 
 
 class Recommender(ABC):
     """A model that scores every item for a batch of user histories by a dot product.
 
-    Construction convention (used by models.zoo.build_model): a model class has a `Config`
-    dataclass and is built as `cls(num_items=..., config=cls.Config(...))`.
+    Construction convention (used by models.zoo.build_model and `from_state`): a model class has
+    a `Config` dataclass and is built as `cls(num_items, config)`.
     """
 
     name: ClassVar[str]
+    config: Any  # the model's Config dataclass instance
+    # Config fields the model no longer has, each with the one value that still loads (the old
+    # default, which left the removed option off); any other value is refused by `from_state`.
+    retired_fields: ClassVar[Mapping[str, Any]] = {}
     # Set by the training loop (models.train) to receive per-epoch stats for a progress bar.
     epoch_callback: Callable[[dict[str, float]], None] | None = None
+
+    @abstractmethod
+    def __init__(self, num_items: int, config: Any | None = None) -> None:
+        """A fresh model for `num_items` items; `config` None: the Config defaults."""
 
     @property
     @abstractmethod
@@ -32,11 +44,12 @@ class Recommender(ABC):
         """Number of items the model scores."""
 
     @abstractmethod
-    def fit(self, train: Any, valid: Any | None = None) -> dict[str, Any]:
+    def fit(self, train: Any, valid: Any | None = None, times: Times = None) -> dict[str, Any]:
         """Train on per-user histories; returns a report (epochs, best validation metric, seconds).
 
         `train` is a Sequence[np.ndarray] of chronological item indices per user; `valid` an
-        EvalSet (models.metrics) used for early stopping by models that train in epochs.
+        EvalSet (models.metrics) used for early stopping by models that train in epochs; `times`
+        each train item's timestamp, for models that use them (`uses_times`).
         """
 
     def log_epoch(self, **stats: float) -> None:
@@ -44,49 +57,23 @@ class Recommender(ABC):
         if self.epoch_callback is not None:
             self.epoch_callback(stats)
 
+    @property
+    def uses_times(self) -> bool:
+        """True when `fit` and `user_vectors` use the items' timestamps (else they ignore them)."""
+        return False
+
     @abstractmethod
-    def user_vectors(self, histories: Sequence[History]) -> torch.Tensor:
-        """User representations built from histories: (B, D) float32."""
+    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
+        """User representations built from histories (and their times): (B, D) float32."""
 
     @abstractmethod
     def item_vectors(self) -> torch.Tensor:
         """Item representations: (I, D) float32, contiguous."""
 
-    @abstractmethod
-    def config_dict(self) -> dict[str, Any]:
-        """The model's config as plain JSON-able values."""
-
-    @abstractmethod
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor needed to rebuild the model (saved as safetensors)."""
-
-    @classmethod
-    @abstractmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Recommender:
-        """Rebuild a trained model from its config and tensors."""
-
-    def with_refit(self, refit: Recommender) -> Recommender:
-        """The model to serve after `refit`, a fresh fit on train + val: by default the refit."""
-        return refit
-
-    @property
-    def uses_times(self) -> bool:
-        """True when `fit(..., times=)` and `timed_vectors` use each item's timestamp."""
-        return False
-
-    def timed_vectors(
-        self, histories: Sequence[History], times: Sequence[np.ndarray] | None
-    ) -> torch.Tensor:
-        """User vectors given each history item's timestamp (seconds, None: not known); by
-        default the times are unused."""
-        return self.user_vectors(histories)
-
     @torch.inference_mode()
-    def score(
-        self, histories: Sequence[History], times: Sequence[np.ndarray] | None = None
-    ) -> torch.Tensor:
-        """Scores of every item for each history: (B, I); `times` for models that use them."""
-        return self.timed_vectors(histories, times) @ self.item_vectors().T
+    def score(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
+        """Scores of every item for each history: (B, I)."""
+        return self.user_vectors(histories, times) @ self.item_vectors().T
 
     @torch.inference_mode()
     def recommend(
@@ -94,27 +81,57 @@ class Recommender(ABC):
         histories: Sequence[History],
         k: int,
         exclude: Sequence[Sequence[int]] | None = None,
+        times: Times = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k item indices and scores per history, history and `exclude` masked: (B, k) each."""
-        scores = self.score(histories).clone()  # (B, I)
-        mask_items(scores, histories)
+        blocked = list(histories)
         if exclude is not None:
-            mask_items(scores, exclude)
-        top = torch.topk(scores, k=min(k, scores.shape[1]), dim=1)
-        return top.indices, top.values
+            blocked = [_concat(h, e) for h, e in zip(histories, exclude, strict=True)]
+        return rank_items(self.item_vectors(), self.user_vectors(histories, times), blocked, k)
 
-    def save(self, directory: str | Path, **meta: Any) -> Path:
-        """Write a checkpoint directory (weights.safetensors + meta.json)."""
-        from models.checkpoint import save_checkpoint
+    def with_refit(self, refit: Recommender) -> Recommender:
+        """The model to serve after `refit`, a fresh fit on train + val: by default the refit."""
+        return refit
 
-        return save_checkpoint(self, directory, **meta)
+    def config_dict(self) -> dict[str, Any]:
+        """The model's config as plain JSON-able values, with the catalog size."""
+        return {"num_items": self.num_items, **asdict(self.config)}
 
-    @staticmethod
-    def load(directory: str | Path) -> Recommender:
-        """Load and validate a checkpoint directory written by `save`."""
-        from models.checkpoint import load_checkpoint
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to rebuild the model (saved as safetensors)."""
 
-        return load_checkpoint(directory).model
+    @abstractmethod
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Take the trained tensors, names and shapes already checked against `state_tensors`."""
+
+    @classmethod
+    def from_state(cls, config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Self:
+        """Rebuild a trained model from its `config_dict()` and `state_tensors()`."""
+        refuse_retired(cls.retired_fields, config)
+        settings = config_class(cls)
+        model = cls(int(config["num_items"]), settings(**known_fields(settings, config)))
+        check_tensors(model.state_tensors(), tensors)
+        model.load_tensors(tensors)
+        return model
+
+
+def check_tensors(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> None:
+    """ValueError unless `given` has exactly the names and shapes of `expected`."""
+    unexpected, missing = sorted(set(given) - set(expected)), sorted(set(expected) - set(given))
+    if unexpected or missing:
+        raise ValueError(f"tensors not in the model: {unexpected}; missing tensors: {missing}")
+    for name, tensor in given.items():
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, the config gives {want}")
+
+
+def _concat(history: History, extra: Sequence[int] | np.ndarray) -> np.ndarray:
+    """One row's blocked items: its history, then `extra`."""
+    return np.concatenate(
+        [np.asarray(history, np.int64).reshape(-1), np.asarray(extra, np.int64).reshape(-1)]
+    )
 
 
 def mask_items(scores: torch.Tensor, item_lists: Sequence[Sequence[int] | np.ndarray]) -> None:
@@ -125,6 +142,25 @@ def mask_items(scores: torch.Tensor, item_lists: Sequence[Sequence[int] | np.nda
     row_idx = np.repeat(np.arange(len(lengths)), lengths)
     col_idx = np.concatenate([np.asarray(items, np.int64).reshape(-1) for items in item_lists])
     scores[torch.from_numpy(row_idx), torch.from_numpy(col_idx)] = float("-inf")
+
+
+@torch.inference_mode()
+def rank_items(
+    item_vectors: torch.Tensor,
+    user_vectors: torch.Tensor,
+    blocked: Sequence[Sequence[int] | np.ndarray],
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's top-k items, its `blocked` items masked: indices and scores (B, min(k, I)).
+
+    Scores are user_vectors (B, D) @ item_vectors (I, D).T; when fewer than k items are left
+    unblocked, a row's tail holds blocked items scored -inf. Serving and `recommend` both rank
+    here, so a model's served lists are its offline ones.
+    """
+    scores = user_vectors @ item_vectors.T  # (B, I)
+    mask_items(scores, blocked)
+    top = torch.topk(scores, k=min(k, scores.shape[1]), dim=1)
+    return top.indices, top.values
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import torch
 
 from models.base import Recommender
 from models.data import IdMap
+from models.zoo import get_model_class
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -180,8 +181,6 @@ def _read_tensors(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tens
 
 def _rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path) -> Recommender:
     """Instantiate the named model from config and tensors, checking it against the item ids."""
-    from models.zoo import get_model_class
-
     try:
         model_class = get_model_class(str(meta["model"]))
     except (KeyError, ImportError) as exc:
@@ -190,7 +189,7 @@ def _rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path
         model = model_class.from_state(meta["config"], tensors)
     except Exception as exc:
         raise CheckpointError(
-            f"{where}: tensors do not fit the {meta['model']} config ({exc})"
+            f"{where}: config and tensors do not fit the {meta['model']} model ({exc})"
         ) from exc
     if model.num_items != len(meta["item_ids"]) or model.item_vectors().shape[0] != model.num_items:
         raise CheckpointError(

@@ -14,7 +14,7 @@ import numpy as np
 
 from models.base import Recommender, torch_threads
 from models.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
-from models.data import LeaveOneOut
+from models.data import LeaveOneOut, dataset_name
 from models.train import save_trained, train_model
 
 METRIC_COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10")
@@ -83,9 +83,9 @@ def _train_or_load(
     """The model and its metadata: reused from `directory` when allowed, else trained and saved."""
     if reuse and (found := _reusable(directory, data.fingerprint())) is not None:
         return found.model, found.meta, True
-    model, report = train_model(name, data, overrides, seed=seed, progress=progress)
-    save_trained(model, report, data, directory, overwrite=True)
-    return model, load_checkpoint(directory).meta, False
+    trained = train_model(name, data, overrides, seed=seed, progress=progress)
+    save_trained(trained.model, trained.report, data, directory, overwrite=True)
+    return trained.model, load_checkpoint(directory).meta, False
 
 
 def compare_models(
@@ -160,7 +160,7 @@ def _metric_table(rows: Sequence[CompareRow], split: str) -> list[str]:
 
 def write_reports(rows: Sequence[CompareRow], data: LeaveOneOut, out: Path) -> None:
     """compare.md, compare.json and the PNG charts."""
-    source = data.meta.get("source", "?")
+    source = dataset_name(data.meta.get("source", "?"))
     protocol = (
         f"Dataset `{source}`: {data.num_users} users, {data.num_items} items, "
         f"{data.num_interactions} interactions. Full ranking over all items, history excluded, "

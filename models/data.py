@@ -43,6 +43,17 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
 
+def dataset_name(source: str | Path) -> str:
+    """A dataset's name for reports: its path under `default_data_dir()`, else its last part
+    (never an absolute path of this machine)."""
+    path = Path(source)
+    try:
+        relative = path.resolve().relative_to(default_data_dir().resolve())
+    except ValueError:
+        return path.name or str(source)
+    return relative.as_posix() if relative.parts else path.name
+
+
 def _natural_key(ids: Sequence[str]) -> Any:
     """Sort key: numeric when every id is a decimal integer (MovieLens), else plain string."""
     if all(i.isdigit() for i in ids):

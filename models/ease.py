@@ -8,15 +8,15 @@ multi-hot history (B, I) and item j's vector is column j of B, i.e. item_vectors
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models.base import History, Recommender, torch_threads
+from models.base import History, Recommender, Times, torch_threads
 
 
 @dataclass
@@ -44,6 +44,7 @@ class EASE(Recommender):
 
     name: ClassVar[str] = "ease"
     Config = EASEConfig
+    config: EASEConfig
 
     def __init__(self, num_items: int, config: EASEConfig | None = None) -> None:
         self.config = config or EASEConfig()
@@ -53,7 +54,9 @@ class EASE(Recommender):
     def num_items(self) -> int:
         return self.weights.shape[0]
 
-    def fit(self, train: Sequence[np.ndarray], valid: Any | None = None) -> dict[str, Any]:
+    def fit(
+        self, train: Sequence[np.ndarray], valid: Any | None = None, times: Times = None
+    ) -> dict[str, Any]:
         """Closed form: invert the regularised item Gram matrix (float64 for accuracy)."""
         start = time.perf_counter()
         matrix = _binary_matrix(train, self.num_items)
@@ -66,7 +69,7 @@ class EASE(Recommender):
         self.weights = weights.T.to(torch.float32).contiguous()
         return {"epochs": 1, "seconds": time.perf_counter() - start}
 
-    def user_vectors(self, histories: Sequence[History]) -> torch.Tensor:
+    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
         """Multi-hot histories: (B, I)."""
         vectors = torch.zeros(len(histories), self.num_items)
         lengths = [len(h) for h in histories]
@@ -79,19 +82,8 @@ class EASE(Recommender):
         """Columns of B: (I, I), row j = B[:, j]."""
         return self.weights
 
-    def config_dict(self) -> dict[str, Any]:
-        return {"num_items": self.num_items, **asdict(self.config)}
-
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weights.contiguous()}
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> EASE:
-        known = {f.name for f in fields(EASEConfig)}
-        num_items = int(config["num_items"])
-        weights = tensors["weights"]
-        if tuple(weights.shape) != (num_items, num_items):
-            raise ValueError(f"weights has shape {tuple(weights.shape)}, expected ({num_items},)*2")
-        model = cls(num_items, EASEConfig(**{k: v for k, v in config.items() if k in known}))
-        model.weights = weights.to(torch.float32).contiguous()
-        return model
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.weights = tensors["weights"].to(torch.float32).contiguous()

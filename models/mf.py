@@ -21,21 +21,21 @@ vector equals the one the last training step produced.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from models.base import History, Recommender, torch_threads
+from models.base import History, Recommender, Times, torch_threads
 from models.data import EvalSet
 from models.metrics import evaluate_vectors
 
 
 @dataclass
 class IALSConfig:
-    """iALS hyperparameters (defaults tuned on ml1m-half-loo validation, see bench/results)."""
+    """iALS hyperparameters (defaults tuned on ml1m-half-loo validation, see research/results)."""
 
     factors: int = 48  # embedding dimension D (val NDCG@10 flat from 48 to 96, cost ~D^2)
     iterations: int = 10  # maximum epochs; one epoch = item step then user step
@@ -207,6 +207,7 @@ class ImplicitALS(Recommender):
 
     name: ClassVar[str] = "mf"
     Config = IALSConfig
+    config: IALSConfig
 
     def __init__(self, num_items: int, config: IALSConfig | None = None) -> None:
         self.config = config or IALSConfig()
@@ -256,8 +257,11 @@ class ImplicitALS(Recommender):
         )
         return users, self._loss(users, observed, problem)
 
-    def fit(self, train: Sequence[np.ndarray], valid: EvalSet | None = None) -> dict[str, Any]:
-        """Alternate exact item and user steps; keep the epoch with the best validation NDCG@10."""
+    def fit(
+        self, train: Sequence[np.ndarray], valid: EvalSet | None = None, times: Times = None
+    ) -> dict[str, Any]:
+        """Alternate exact item and user steps; keep the epoch with the best validation NDCG@10
+        (times are not used: recency counts positions from the end of a history)."""
         with torch_threads(self.config.threads):
             return self._fit(train, valid)
 
@@ -291,7 +295,7 @@ class ImplicitALS(Recommender):
             "seconds": time.perf_counter() - start,
         }
 
-    def user_vectors(self, histories: Sequence[History]) -> torch.Tensor:
+    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
         """Fold-in: the exact user step for each history (same formula as training): (B, D)."""
         plan = _plan_rows(
             history_matrix(histories, self.num_items, self.config), self.config.chunk_elements
@@ -311,30 +315,17 @@ class ImplicitALS(Recommender):
         """Item factors: (I, D)."""
         return self.item_factors
 
-    def config_dict(self) -> dict[str, Any]:
-        return {"num_items": self.num_items, **asdict(self.config)}
-
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"item_factors": self.item_factors.contiguous()}
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> ImplicitALS:
-        known = {f.name for f in fields(IALSConfig)}
-        cfg = IALSConfig(**{k: v for k, v in config.items() if k in known})
-        num_items = int(config["num_items"])
-        factors = tensors["item_factors"]
-        if tuple(factors.shape) != (num_items, cfg.factors):
-            expected = (num_items, cfg.factors)
-            raise ValueError(f"item_factors has shape {tuple(factors.shape)}, expected {expected}")
-        model = cls(num_items, cfg)
-        model.item_factors = factors.to(torch.float32).contiguous()
-        return model
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.item_factors = tensors["item_factors"].to(torch.float32).contiguous()
 
 
 @dataclass
 class PlainIALSConfig(IALSConfig):
     """iALS as published (Rendle et al. 2022): no recency weighting. Tuned on validation
-    (bench/results/tuning_mf.md, run g128b): val NDCG@10 0.0502, best at epoch 3 of 8."""
+    (research/results/tuning_mf.md, run g128b): val NDCG@10 0.0502, best at epoch 3 of 8."""
 
     factors: int = 128
     iterations: int = 8

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from models.base import History, Recommender
+from models.base import History, Recommender, Times
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Popularity(Recommender):
 
     name: ClassVar[str] = "popularity"
     Config = PopularityConfig
+    config: PopularityConfig
 
     def __init__(self, num_items: int, config: PopularityConfig | None = None) -> None:
         self.config = config or PopularityConfig()
@@ -35,8 +36,10 @@ class Popularity(Recommender):
     def num_items(self) -> int:
         return self.counts.shape[0]
 
-    def fit(self, train: Sequence[np.ndarray], valid: Any | None = None) -> dict[str, Any]:
-        """Count interactions per item over the training histories."""
+    def fit(
+        self, train: Sequence[np.ndarray], valid: Any | None = None, times: Times = None
+    ) -> dict[str, Any]:
+        """Count interactions per item over the training histories (times are not used)."""
         start = time.perf_counter()
         arrays = [np.asarray(h, dtype=np.int64) for h in train]
         if self.config.unique_per_user:
@@ -46,7 +49,7 @@ class Popularity(Recommender):
         self.counts = (torch.log1p(counts) if self.config.log_counts else counts)[:, None]
         return {"epochs": 1, "seconds": time.perf_counter() - start}
 
-    def user_vectors(self, histories: Sequence[History]) -> torch.Tensor:
+    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
         """Ones: (B, 1)."""
         return torch.ones(len(histories), 1)
 
@@ -54,19 +57,8 @@ class Popularity(Recommender):
         """Counts: (I, 1)."""
         return self.counts
 
-    def config_dict(self) -> dict[str, Any]:
-        return {"num_items": self.num_items, **asdict(self.config)}
-
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"counts": self.counts.contiguous()}
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Popularity:
-        num_items = int(config["num_items"])
-        settings = {k: v for k, v in config.items() if k != "num_items"}
-        model = cls(num_items, PopularityConfig(**settings))
-        counts = tensors["counts"]
-        if tuple(counts.shape) != (num_items, 1):
-            raise ValueError(f"counts has shape {tuple(counts.shape)}, expected ({num_items}, 1)")
-        model.counts = counts.to(torch.float32)
-        return model
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.counts = tensors["counts"].to(torch.float32)

@@ -8,35 +8,27 @@ is scored by a plain dot product `user_vectors(h) @ item_vectors().T`, which ser
 Sequences are right-padded inside a batch: with a causal mask no real position ever attends to a
 padding position, and positions count from the first item of the window, so the output for a
 history does not depend on how much padding its batch needed.
+
+This file holds the config, the network and the recommender (inference, joining, persistence);
+the training (fused loss, batching, the epoch loop) is models/sasrec_train.py, which `fit` calls.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import math
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
-from models.base import History, Recommender
+from models.base import History, Recommender, Times, torch_threads
 from models.data import EvalSet
-from models.metrics import evaluate
+from models.sasrec_train import SASRecTrainer, pad_right
 
-CE_CHUNK = 512  # rows of logits per step of the fused loss: (512, I) stays cache-sized
-# Floor on logit - max before exp: exp of inputs below about -88 takes a very slow path on x86
-# CPUs and its denormal results slow every later product (5-30x once the model is confident).
-# e^-60 / I stays a normal float; the probability it stands for is below 1e-26.
-EXP_FLOOR = -60.0
 # Seconds since the previous item: 0 | < 1 min | < 1 h | < 1 day | < 30 days | more; then a
 # bucket for a history's first item and one for items whose time is not known.
 GAP_EDGES = np.array([1, 60, 3600, 86400, 30 * 86400])
@@ -45,16 +37,17 @@ FIRST_GAP, UNKNOWN_GAP = len(GAP_EDGES) + 1, len(GAP_EDGES) + 2
 
 @dataclass
 class SASRecConfig:
-    """SASRec hyperparameters; defaults tuned on ml1m-half-loo validation (bench/results)."""
+    """SASRec hyperparameters; defaults tuned on ml1m-half-loo validation (research/results).
+
+    Rejected options are gone from here (see `SASRec.retired_fields`); the tuning log keeps
+    their numbers.
+    """
 
     max_len: int = 200  # the encoder sees the most recent max_len items of a history
     hidden: int = 64  # width D of item/position embeddings and of every block
     blocks: int = 2  # Transformer blocks
     heads: int = 1  # attention heads (hidden must be divisible by heads)
     ffn_mult: int = 1  # feed-forward width = ffn_mult * hidden (original SASRec: 1)
-    positions: str = "start"  # "start": position t counts from the window's first item;
-    # "end": from its last item (the last item always gets the same embedding, as with the
-    # left padding of the original SASRec); "end" lost 0.013 val NDCG@10 (tuning_sasrec.md)
     dropout: float = 0.1  # on embeddings and residual branches
     attn_dropout: float = 0.0  # on attention weights; > 0 forces SDPA's slower math path on CPU
     lr: float = 2e-3  # AdamW peak learning rate
@@ -64,16 +57,10 @@ class SASRecConfig:
     batch_size: int = 16  # users (sequences) per step; batches hold users of similar length
     random_windows: float = 0.5  # chance a history longer than max_len + 1 trains on a random
     # earlier window instead of its last one (uses the older part of long histories)
-    ema_decay: float = 0.0  # > 0: validate, keep and return an exponential moving average of
-    # the weights, updated every step with this decay (0: the weights as trained); 0.998 lost
-    # 0.0045 under the refit protocol (tuning_sasrec.md)
     epochs: int = 40  # upper bound on training epochs (and the cosine horizon)
     patience: int = 10  # stop after this many validations without a better val NDCG@10
     eval_every: int = 2  # epochs between validations
     loss: str = "ce"  # "ce": softmax over all items; "sampled": over n_negatives + the positive
-    recency_boost: float = 0.0  # b: a target d steps before the end of its user's history
-    recency_halflife: float = 2.0  # weighs 1 + b * 2^(-d / halflife) in the loss (0: uniform;
-    # mf's b=30, halflife 2 lost 0.055 val NDCG@10 here, b=10, halflife 8 lost 0.021)
     mask_history: bool = True  # "ce" only: leave the items seen so far out of each softmax
     n_negatives: int = 256  # "sampled" only: uniform negatives shared by the whole batch
     max_seconds: float | None = None  # wall-clock budget; training stops, keeping the best state
@@ -93,8 +80,6 @@ class SASRecConfig:
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
-        if self.positions not in ("start", "end"):
-            raise ValueError(f"positions must be 'start' or 'end', not {self.positions!r}")
         if self.loss not in ("ce", "sampled"):
             raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
         if self.members < 1:
@@ -187,7 +172,6 @@ class SASRecNet(nn.Module):
         self.pad = num_items  # padding index: one row past the last item, kept at zero
         self.item_emb = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=num_items)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
-        self.from_end = cfg.positions == "end"
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
         self.ln_out = nn.LayerNorm(cfg.hidden)
@@ -197,16 +181,9 @@ class SASRecNet(nn.Module):
         self.register_buffer("empty_user", torch.zeros(cfg.hidden))
         self.apply(_init_weights)
 
-    def embed(self, seqs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Item plus position embeddings (B, L, D) of right-padded sequences (B, L); `lengths`
-        (B,) of the real items, counted from `seqs` when not given (positions from the end)."""
+    def embed(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Item plus position embeddings (B, L, D) of right-padded sequences (B, L)."""
         pos = torch.arange(seqs.shape[1], device=seqs.device)  # (L,)
-        if self.from_end:
-            if lengths is None:
-                lengths = (seqs != self.pad).sum(dim=1)
-            # The last real item gets max_len - 1; padding slots (never attended to) are clamped.
-            top = self.pos_emb.num_embeddings - 1
-            pos = (top + 1 - lengths[:, None] + pos[None, :]).clamp(0, top)  # (B, L)
         if self.gap_emb is None:
             return self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
         width = self.pad + 1
@@ -223,7 +200,7 @@ class SASRecNet(nn.Module):
     def last_states(self, seqs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """forward(seqs)[arange(B), last] without computing the other positions of the final
         block: about half the cost of encoding a user for serving."""
-        x = self.embed(seqs, last + 1)  # (B, L, D)
+        x = self.embed(seqs)  # (B, L, D)
         *early, final = self.blocks
         for block in early:
             x = block(x)
@@ -246,77 +223,6 @@ def _init_weights(module: nn.Module) -> None:
             module.weight[module.padding_idx].zero_()
 
 
-class LinearCrossEntropy(torch.autograd.Function):
-    """Mean softmax cross-entropy of `states @ items.T`, fused and chunked over rows.
-
-    Gradients are computed in the forward pass, CE_CHUNK rows at a time, so the (N, I) logits
-    are never stored: a chunk stays in cache and no separate softmax-backward pass is needed
-    (about 2.5x faster than F.cross_entropy on CPU). A chunk is laid out item-major, (I, C),
-    which makes the three matrix products cheaper than the (C, I) layout. Forward-only use
-    (no backward) would waste the gradient work; this is a training loss only.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        states: torch.Tensor,
-        items: torch.Tensor,
-        labels: torch.Tensor,
-        excluded: tuple[torch.Tensor, torch.Tensor] | None = None,
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """`excluded`: optional (row, item) pairs, sorted by row, left out of the row's softmax;
-        `weights`: optional (N,) row weights (the loss is then their weighted mean)."""
-        grad_states, grad_items = torch.empty_like(states), torch.zeros_like(items)
-        total = states.new_zeros(())
-        for start in range(0, states.shape[0], CE_CHUNK):
-            rows = slice(start, start + CE_CHUNK)
-            h, y = states[rows], labels[rows]  # (C, D), (C,)
-            cols = torch.arange(len(y), device=y.device)  # (C,)
-            w = None if weights is None else weights[rows]  # (C,)
-            probs = items @ h.T  # logits (I, C), turned into softmax - onehot in place
-            if excluded is not None:
-                _exclude(probs, excluded, start, y, float("-inf"))
-            peak = probs.amax(dim=0)  # (C,)
-            target = probs[y, cols] - peak  # (C,)
-            total -= target.sum() if w is None else (target * w).sum()
-            probs.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
-            if excluded is not None:
-                _exclude(probs, excluded, start, y, 0.0)  # the floor lifted them from -inf
-            norm = probs.sum(dim=0)  # (C,)
-            total += norm.log().sum() if w is None else (norm.log() * w).sum()
-            probs.div_(norm)[y, cols] -= 1.0
-            if w is not None:
-                probs.mul_(w)  # each column's gradient scaled by its row weight
-            torch.mm(probs.T, items, out=grad_states[rows])
-            grad_items.addmm_(probs, h)
-        n = max(states.shape[0], 1) if weights is None else weights.sum().clamp(min=1e-12)
-        ctx.save_for_backward(grad_states / n, grad_items / n)
-        return total / n
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_states, grad_items = ctx.saved_tensors
-        return grad_states * grad, grad_items * grad, None, None, None
-
-
-def _exclude(
-    chunk: torch.Tensor,
-    excluded: tuple[torch.Tensor, torch.Tensor],
-    start: int,
-    y: torch.Tensor,
-    value: float,
-) -> None:
-    """Set a (I, C) chunk's excluded entries (rows from `start`) to `value`; targets stay."""
-    rows, items = excluded  # (P,), (P,)
-    bounds = torch.tensor([start, start + len(y)], device=rows.device)
-    lo, hi = torch.searchsorted(rows, bounds).tolist()
-    cols = torch.arange(len(y), device=y.device)
-    target = chunk[y, cols]  # (C,) advanced indexing copies
-    chunk[items[lo:hi], rows[lo:hi] - start] = value
-    chunk[y, cols] = target
-
-
 def length_groups(lengths: Sequence[int], max_batch: int, ratio: float = 2.0) -> list[np.ndarray]:
     """Row indices in groups of similar length (longest <= ratio x shortest, floor 8 items),
     at most max_batch each: every group is padded to its longest, so mixing a 20-item history
@@ -331,61 +237,21 @@ def length_groups(lengths: Sequence[int], max_batch: int, ratio: float = 2.0) ->
     return groups
 
 
-def pad_right(seqs: Sequence[np.ndarray], pad: int) -> torch.Tensor:
-    """Stack sequences into a right-padded (B, max length) int64 tensor."""
-    width = max((len(s) for s in seqs), default=0)
-    out = np.full((len(seqs), max(width, 1)), pad, dtype=np.int64)
-    for row, s in enumerate(seqs):
-        out[row, : len(s)] = s
-    return torch.from_numpy(out)
-
-
-def length_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Index batches of users with similar lengths, in random order (less padding per batch)."""
-    jitter = rng.random(len(lengths))  # random order among equal lengths
-    order = np.lexsort((jitter, lengths))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def training_pairs(
-    seqs: Sequence[np.ndarray], max_len: int, pad: int, ends: Sequence[int] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-item targets (B, L), max_len + 1 items up to each end; targets pad -100."""
-    ends = ends if ends is not None else [len(s) for s in seqs]
-    windows = [s[max(0, end - max_len - 1) : end] for s, end in zip(seqs, ends, strict=True)]
-    inputs = pad_right([w[:-1] for w in windows], pad)  # (B, L)
-    targets = pad_right([w[1:] for w in windows], -100)  # (B, L)
-    return inputs, targets
-
-
-def seen_items(inputs: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, item) pairs: each kept position (row-major order) with every input item up to it."""
-    B, L = inputs.shape
-    row_of = (torch.cumsum(keep.flatten(), 0) - 1).view(B, L)  # (B, L) index among kept
-    upto = torch.ones(L, L, dtype=torch.bool, device=inputs.device).tril()  # (L, L) [t, s]: s <= t
-    b, t, s = (keep[:, :, None] & upto).nonzero(as_tuple=True)  # sorted by b, t: by row
-    return row_of[b, t], inputs[b, s]
-
-
-def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
-    """Linear warmup to 1, then constant or cosine decay to 0 at `total` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if not cosine:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 class SASRec(Recommender):
     """SASRec+ recommender: causal Transformer user encoder, tied item embeddings, full CE."""
 
-    name = "sasrec"
+    name: ClassVar[str] = "sasrec"
     Config: ClassVar[type[SASRecConfig]] = SASRecConfig
+    config: SASRecConfig
+    # Options rejected on validation and removed (research/results/tuning_sasrec.md): positions
+    # counted from the end, a moving average of the weights, recency-weighted targets. An old
+    # checkpoint loads when it had them off; recency_halflife, which only tuned recency_boost,
+    # loads at any value (an unknown field, ignored).
+    retired_fields: ClassVar[Mapping[str, Any]] = {
+        "positions": "start",
+        "ema_decay": 0.0,
+        "recency_boost": 0.0,
+    }
 
     def __init__(self, num_items: int, config: SASRecConfig | None = None) -> None:
         self.config = config or SASRecConfig()
@@ -426,100 +292,43 @@ class SASRec(Recommender):
     def num_items(self) -> int:
         return self._num_items
 
-    # ---- training -------------------------------------------------------------------------
-
     @property
     def uses_times(self) -> bool:
         return self.config.time_gaps
+
+    # ---- training -------------------------------------------------------------------------
 
     def fit(
         self,
         train: Sequence[np.ndarray],
         valid: EvalSet | None = None,
-        times: Sequence[np.ndarray] | None = None,
+        times: Times = None,
     ) -> dict[str, Any]:
         """Train on per-user chronological item arrays, early-stopping on validation NDCG@10;
         `times`: each item's timestamp in seconds, used with `time_gaps`."""
         cfg = self.config
-        if cfg.time_gaps:
-            train = [self._tokens(self._checked(h), t) for h, t in _with_times(train, times)]
         if self.others:
             raise ValueError("a joined model is not trained further; fit a single network")
+        sequences = self._training_sequences(train, times)
         torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        threads = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.net.to(cfg.torch_device())
-        try:
-            return self._train_loop([np.asarray(s, dtype=np.int64) for s in train], valid, rng)
-        finally:
-            torch.set_num_threads(threads)
-            self.net.to("cpu").eval()
+        trainer = SASRecTrainer(self, np.random.default_rng(cfg.seed))
+        with torch_threads(cfg.threads or None):
+            self.net.to(cfg.torch_device())
+            try:
+                report, state = trainer.run(sequences, valid)
+                self._restore(state, sequences)
+            finally:
+                self.net.to("cpu").eval()
+        return report
 
-    def _train_loop(
-        self, train: list[np.ndarray], valid: EvalSet | None, rng: np.random.Generator
-    ) -> dict[str, Any]:
-        """Epoch loop with periodic validation, patience, a time budget and best-state restore."""
-        cfg = self.config
-        train = [s for s in train if len(s) >= 2]  # a pair (input, next item) needs two items
-        lengths = np.array([min(len(s) - 1, cfg.max_len) for s in train], dtype=np.int64)
-        optimizer, schedule = self._optimizer(math.ceil(len(train) / cfg.batch_size))
-        ema = (
-            AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-            if cfg.ema_decay > 0
-            else None
-        )
-        scored = self.net if ema is None else ema.module  # the weights validated and kept
-        start = time.perf_counter()
-        best: dict[str, float] = {"epoch": 0, "val_ndcg@10": -1.0, "seconds": 0.0}
-        best_state = copy.deepcopy(self.net.state_dict())
-        history: list[dict[str, float]] = []
-        own_bar = cfg.progress and self.epoch_callback is None  # models.train draws its own
-        for epoch in tqdm(range(1, cfg.epochs + 1), desc="sasrec", disable=not own_bar):
-            stats = {"epoch": epoch, "epochs": cfg.epochs}
-            stats["loss"] = self._train_epoch(train, lengths, optimizer, schedule, rng, ema)
-            out_of_time = self._out_of_time(time.perf_counter() - start, epoch)
-            last = epoch == cfg.epochs or out_of_time
-            if valid is not None and (epoch % cfg.eval_every == 0 or last):
-                with self._using(scored):
-                    stats.update(self._validate(valid))
-            stats["seconds"] = time.perf_counter() - start
-            history.append(stats)
-            self.log_epoch(**stats)
-            if stats.get("val_ndcg@10", -1.0) > best["val_ndcg@10"]:
-                best, best_state = stats, copy.deepcopy(scored.state_dict())
-            # Without validation (a refit) there is nothing to stall on: run every epoch.
-            stalled = valid is not None and epoch - best["epoch"] >= cfg.patience * cfg.eval_every
-            if out_of_time or stalled:
-                break
-        if valid is None:
-            best, best_state = history[-1], scored.state_dict()
-        self._restore(best_state, train)
-        return {
-            "epochs": len(history),
-            "best_epoch": int(best["epoch"]),
-            "best_val_ndcg@10": best["val_ndcg@10"] if valid is not None else None,
-            "best": best,
-            "seconds": time.perf_counter() - start,
-            "seconds_to_best": best["seconds"],
-            "history": history,
-        }
-
-    @contextlib.contextmanager
-    def _using(self, net: nn.Module) -> Iterator[None]:
-        """Score with `net` (the moving average's copy) in place of the trained weights."""
-        kept, self.net = self.net, net  # type: ignore[assignment]
-        net.eval()
-        try:
-            yield
-        finally:
-            self.net = kept
-
-    def _out_of_time(self, elapsed: float, epochs_done: int) -> bool:
-        """True when another epoch of the average length would overrun `max_seconds`."""
-        budget = self.config.max_seconds
-        return budget is not None and elapsed * (epochs_done + 1) / epochs_done > budget
+    def _training_sequences(self, train: Sequence[History], times: Times) -> list[np.ndarray]:
+        """int64 sequences (tokens with `time_gaps`) long enough for one (input, next item) pair."""
+        if self.config.time_gaps:
+            pairs = _with_times(train, times)
+            sequences = [self._tokens(self._checked(h), t) for h, t in pairs]
+        else:
+            sequences = [np.asarray(s, dtype=np.int64) for s in train]
+        return [s for s in sequences if len(s) >= 2]
 
     def _restore(self, state: dict[str, torch.Tensor], train: list[np.ndarray]) -> None:
         """Load the kept weights and set the empty-history vector to the mean training user."""
@@ -530,129 +339,14 @@ class SASRec(Recommender):
                 windows = [s[-self.config.max_len :] for s in train]  # tokens, not items
                 self.net.empty_user.copy_(self._vectors_of(windows).mean(0))
 
-    def _optimizer(
-        self, steps_per_epoch: int
-    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-        """AdamW (decay on weight matrices only) and its warmup/cosine schedule by step."""
-        cfg = self.config
-        decay = [p for n, p in self.net.named_parameters() if p.dim() == 2 and "emb" not in n]
-        rest = [p for n, p in self.net.named_parameters() if p.dim() != 2 or "emb" in n]
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": rest, "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), fused=True)
-        warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, warmup, total, cfg.cosine)
-        )
-        return optimizer, schedule
-
-    def _train_epoch(
-        self,
-        train: list[np.ndarray],
-        lengths: np.ndarray,
-        optimizer: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LRScheduler,
-        rng: np.random.Generator,
-        ema: AveragedModel | None = None,
-    ) -> float:
-        """One pass over all users in length-bucketed batches; returns the mean loss."""
-        self.net.train()
-        total, count = 0.0, 0
-        for batch in length_batches(lengths, self.config.batch_size, rng):
-            seqs = [train[i] for i in batch]
-            ends = self._window_ends(seqs, rng)
-            inputs, targets = training_pairs(seqs, self.config.max_len, self.net.pad, ends)
-            weights = self._recency_weights(seqs, ends, targets.shape[1])
-            device = self.net.empty_user.device
-            inputs, targets = inputs.to(device), targets.to(device)
-            loss = self._loss(inputs, targets, rng, None if weights is None else weights.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if ema is not None:
-                ema.update_parameters(self.net)
-            total, count = total + loss.item(), count + 1
-        self.net.eval()
-        return total / max(count, 1)
-
-    def _window_ends(self, seqs: list[np.ndarray], rng: np.random.Generator) -> list[int]:
-        """Window ends: the history's end, or (chance random_windows) an earlier one if long."""
-        cfg, ends = self.config, [len(s) for s in seqs]
-        if cfg.random_windows <= 0:
-            return ends
-        for row, n in enumerate(ends):
-            if n > cfg.max_len + 1 and rng.random() < cfg.random_windows:
-                ends[row] = int(rng.integers(cfg.max_len + 1, n + 1))
-        return ends
-
-    def _recency_weights(
-        self, seqs: list[np.ndarray], ends: list[int], width: int
-    ) -> torch.Tensor | None:
-        """Per target (B, width): 1 + boost * 2^(-steps from its history's end / halflife); None
-        when the boost is off. Targets of an earlier window are that much further from the end."""
-        cfg = self.config
-        if cfg.recency_boost <= 0:
-            return None
-        lengths = np.array([len(s) for s in seqs])[:, None]  # (B, 1)
-        end = np.asarray(ends)[:, None]  # (B, 1)
-        count = np.minimum(end, cfg.max_len + 1) - 1  # (B, 1) targets in the window
-        steps = (lengths - end) + (count - 1) - np.arange(width)[None, :]  # (B, width)
-        weights = 1.0 + cfg.recency_boost * np.exp2(-np.maximum(steps, 0) / cfg.recency_halflife)
-        return torch.from_numpy(weights.astype(np.float32))
-
-    def _loss(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        rng: np.random.Generator,
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Next-item cross-entropy at the non-padded positions only, optionally weighted."""
-        cfg = self.config
-        hidden = self.net(inputs)  # (B, L, D)
-        keep = targets >= 0  # (B, L)
-        if cfg.time_gaps:  # tokens -> items: targets and the seen-item mask are items
-            inputs, targets = inputs % (self.net.pad + 1), targets % (self.net.pad + 1)
-        states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
-        row_weights = None if weights is None else weights[keep]  # (N,)
-        items = self.net.items()  # (I, D)
-        if cfg.loss == "ce":
-            excluded = seen_items(inputs, keep) if cfg.mask_history else None
-            return LinearCrossEntropy.apply(states, items, labels, excluded, row_weights)
-        negatives = torch.from_numpy(rng.integers(0, self.num_items, cfg.n_negatives))
-        negatives = negatives.to(states.device)
-        positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)
-        negative = states @ items[negatives].T  # (N, K)
-        negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
-        logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
-        losses = F.cross_entropy(logits, torch.zeros_like(labels), reduction="none")  # (N,)
-        if row_weights is None:
-            return losses.mean()
-        return (losses * row_weights).sum() / row_weights.sum()
-
-    def _validate(self, valid: EvalSet) -> dict[str, float]:
-        """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""
-        metrics = evaluate(self, valid, ks=(10,))
-        return {"val_ndcg@10": metrics["ndcg@10"], "val_hr@10": metrics["hr@10"]}
-
     # ---- inference ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def user_vectors(self, histories: Sequence[History], batch_size: int = 256) -> torch.Tensor:
-        """Encode the last max_len items of each history; the state at its last item: (B, D)."""
-        return self.timed_vectors(histories, None, batch_size)
-
-    @torch.inference_mode()
-    def timed_vectors(
-        self,
-        histories: Sequence[History],
-        times: Sequence[np.ndarray] | None,
-        batch_size: int = 256,
+    def user_vectors(
+        self, histories: Sequence[History], times: Times = None, batch_size: int = 256
     ) -> torch.Tensor:
-        """`user_vectors` with each item's timestamp (None: unknown), used with `time_gaps`."""
+        """Encode the last max_len items of each history; the state at its last item: (B, D).
+        With `time_gaps`, `times` give each item's gap bucket (None: the "unknown" bucket)."""
         if not self.config.time_gaps:
             return self._vectors_of([self._window(h) for h in histories], batch_size)
         pairs = _with_times(histories, times)
@@ -719,9 +413,6 @@ class SASRec(Recommender):
 
     # ---- persistence ----------------------------------------------------------------------
 
-    def config_dict(self) -> dict[str, Any]:
-        return {"num_items": self.num_items, **asdict(self.config)}
-
     def state_tensors(self) -> dict[str, torch.Tensor]:
         # `net`'s names stay unprefixed, so single-network checkpoints read as before.
         return {
@@ -730,37 +421,19 @@ class SASRec(Recommender):
             for k, v in net.state_dict().items()
         }
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SASRec:
-        known = {f.name for f in fields(SASRecConfig)}
-        model = cls(
-            int(config["num_items"]),
-            SASRecConfig(**{k: v for k, v in config.items() if k in known}),
-        )
-        parts: list[dict[str, torch.Tensor]] = [{} for _ in model.nets()]
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        parts: list[dict[str, torch.Tensor]] = [{} for _ in self.nets()]
         for name, tensor in tensors.items():
             member, key = _member_of(name)
-            if member >= len(parts):
-                raise ValueError(f"tensor {name!r} names a network past members={len(parts)}")
             parts[member][key] = tensor
-        for net, part in zip(model.nets(), parts, strict=True):
+        for net, part in zip(self.nets(), parts, strict=True):
             net.load_state_dict(part)
-        return model
 
 
 def _shape(model: SASRec) -> tuple[Any, ...]:
     """What joined models must share: the catalog and every field the encoder's input uses."""
     c = model.config
-    return (
-        model.num_items,
-        c.max_len,
-        c.hidden,
-        c.blocks,
-        c.heads,
-        c.ffn_mult,
-        c.positions,
-        c.time_gaps,
-    )
+    return (model.num_items, c.max_len, c.hidden, c.blocks, c.heads, c.ffn_mult, c.time_gaps)
 
 
 def gap_buckets(times: np.ndarray) -> np.ndarray:

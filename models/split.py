@@ -1,13 +1,16 @@
-"""k-core filtering, chronological leave-one-out and temporal splits of an interaction table."""
+"""k-core filtering, chronological leave-one-out, temporal splits, retrain's hold-out and the
+split shifted one step back (for choosing a protocol without reading test)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from models.data import (
     EvalSet,
+    IdMap,
     Interactions,
     LeaveOneOut,
     is_split_dir,
@@ -20,9 +23,11 @@ __all__ = [
     "EvalSet",
     "LeaveOneOut",
     "build_leave_one_out",
+    "holdout_split",
     "kcore_filter",
     "leave_one_out_rows",
     "load_dataset",
+    "shift_back",
     "temporal_split",
 ]
 
@@ -112,3 +117,77 @@ def load_dataset(path: str | Path, k: int = 5) -> LeaveOneOut:
     split = build_leave_one_out(load_interactions(resolved), k=k)
     split.meta["source"] = str(resolved)
     return split
+
+
+def holdout_split(
+    user_ids: Sequence[str],
+    item_ids: Sequence[str],
+    users: np.ndarray,
+    items: np.ndarray,
+    times_us: np.ndarray,
+    min_events: int = 3,
+) -> LeaveOneOut:
+    """Events -> each user's latest distinct item held out for validation (retraining).
+
+    `users`/`items` are int64 codes into `user_ids`/`item_ids` (in any order, e.g. arrival),
+    `times_us` int64 microseconds. A user's repeated items are dropped (the first kept); users
+    with fewer than `min_events` distinct items are left out and items re-indexed to those that
+    remain. Test targets are unknown (-1): retraining only validates.
+    """
+    # Index by the ids' natural order, not their arrival order: concurrent ingestion stores the
+    # same events in a different order each time, and the indices decide the initialisation.
+    user_map, item_map = IdMap.sorted_from(user_ids), IdMap.sorted_from(item_ids)
+    users = user_map.indices(user_ids)[np.asarray(users, dtype=np.int64)]
+    items = item_map.indices(item_ids)[np.asarray(items, dtype=np.int64)]
+    times = np.asarray(times_us, dtype=np.int64)
+    order = np.lexsort((np.arange(len(users)), times, users))  # by user, time, arrival
+    users, items, times = users[order], items[order], times[order]
+    _, first = np.unique(users * len(item_map) + items, return_index=True)
+    keep = np.sort(first)
+    users, items, times = users[keep], items[keep], times[keep]
+    kept_user = np.bincount(users, minlength=len(user_map))[users] >= min_events
+    split = _held_out(user_map, item_map, users[kept_user], items[kept_user], times[kept_user])
+    split.meta = {"source": "events", "min_events": min_events}
+    return split
+
+
+def _held_out(
+    user_map: IdMap, item_map: IdMap, users: np.ndarray, items: np.ndarray, times: np.ndarray
+) -> LeaveOneOut:
+    """Sorted, de-duplicated events -> items re-indexed, each user's last one as validation."""
+    item_codes, items = np.unique(items, return_inverse=True)
+    user_codes, starts = np.unique(users, return_index=True)
+    cuts = starts[1:]
+    histories = np.split(items.astype(np.int64), cuts) if len(starts) else []
+    seconds = np.split(times // 1_000_000, cuts) if len(starts) else []  # stored in microseconds
+    val = np.array([h[-1] for h in histories], dtype=np.int64)
+    return LeaveOneOut(
+        user_ids=IdMap(user_map.ids[u] for u in user_codes),
+        item_ids=IdMap(item_map.ids[i] for i in item_codes),
+        train=[h[:-1] for h in histories],
+        val=val,
+        test=np.full(len(val), -1, dtype=np.int64),
+        train_times=[t[:-1] for t in seconds],
+        val_times=np.array([t[-1] for t in seconds], dtype=np.int64),
+    )
+
+
+def shift_back(data: LeaveOneOut) -> LeaveOneOut:
+    """The split moved one step back: each user's last train item -> val, val -> test.
+
+    Tuning on it never reads the real test items; every user needs two train items."""
+    short = sum(len(h) < 2 for h in data.train)
+    if short:  # a user with a single train item cannot give one up
+        raise ValueError(f"{short} users have fewer than 2 train items")
+    times = data.train_times
+    return LeaveOneOut(
+        user_ids=data.user_ids,
+        item_ids=data.item_ids,
+        train=[h[:-1] for h in data.train],
+        val=np.array([h[-1] for h in data.train], dtype=np.int64),
+        test=data.val.copy(),
+        meta={**data.meta, "shifted": True},
+        train_times=None if times is None else [t[:-1] for t in times],
+        val_times=None if times is None else np.array([t[-1] for t in times], dtype=np.int64),
+        test_times=data.val_times,
+    )

@@ -1,11 +1,13 @@
-"""Seeded training of a zoo model on a leave-one-out dataset: fit, validate, refit, test.
+"""The one training protocol: fit -> validate -> refit -> save, seeded, with a progress bar.
 
 Protocol (datasets README, section 4; the one the reference numbers use):
 1. fit on `train` with the validation set for early stopping -> validation metrics;
 2. refit a fresh model with the same config on `train + val` (the epoch count fixed to the best
    validation epoch, no validation peeking) -> test metrics with input history `train + val`.
 The refit model (for SASRec, joined with the step-1 model: `Recommender.with_refit`) is the one
-to serve and save. `refit=False` evaluates test on the step-1 model.
+to serve and save. `refit=False` serves the step-1 model and evaluates test on it. Data without
+known test targets (every test item -1, as `load_train_val` and `holdout_split` give) is only
+validated. Item timestamps go to every fit; models that do not use them ignore them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.base import Recommender
+from models.base import Recommender, Times
 from models.checkpoint import save_checkpoint
 from models.data import LeaveOneOut
 from models.metrics import evaluate
@@ -40,7 +42,7 @@ class TrainReport:
     config: dict[str, Any]
     seed: int
     val: dict[str, float]
-    test: dict[str, float]
+    test: dict[str, float]  # of the served model; {} when the data has no test targets
     train_seconds: float  # step 1: fit on train, validation included
     refit_seconds: float | None  # step 2: fit on train + val (None without refit)
     train_cpu_seconds: float = 0.0  # CPU time of step 1, all threads (wall / CPU shows contention)
@@ -98,15 +100,14 @@ def _fit(
     valid: Any,
     progress: bool,
     label: str,
-    times: list[np.ndarray] | None = None,
+    times: Times = None,
 ) -> _Timed:
-    """Fit with an optional progress bar, timed; `times` go to a model that uses them."""
+    """Fit with an optional progress bar, timed."""
     with tqdm(desc=label, unit="epoch", disable=not progress, leave=False) as bar:
         model.epoch_callback = _progress_callback(bar) if progress else None
         wall, cpu = time.perf_counter(), time.process_time()
         try:
-            extra = {"times": times} if model.uses_times else {}
-            report = model.fit(data, valid, **extra)
+            report = model.fit(data, valid, times)
         finally:
             model.epoch_callback = None
     return _Timed(report, time.perf_counter() - wall, time.process_time() - cpu)
@@ -123,13 +124,13 @@ def _refit_overrides(model: Recommender, fit_report: dict[str, Any]) -> dict[str
     return config
 
 
-def refit_model(
+def _refit_model(
     name: str,
     data: LeaveOneOut,
     model: Recommender,
     fit_report: dict[str, Any],
-    seed: int = 0,
-    progress: bool = False,
+    seed: int,
+    progress: bool,
 ) -> tuple[Recommender, _Timed]:
     """Step 2: a fresh model fit on train + val for step 1's best epoch count, as the model
     to serve (`model.with_refit`: the refit itself, or joined with `model`)."""
@@ -140,6 +141,15 @@ def refit_model(
     return model.with_refit(refit), timed
 
 
+@dataclass
+class Trained:
+    """What `train_model` produced: the model to serve, the validated one, and the report."""
+
+    model: Recommender  # to serve: the refit (joined with `fitted` by `with_refit`), or `fitted`
+    fitted: Recommender  # step 1: early-stopped on validation, never trained on it
+    report: TrainReport
+
+
 def train_model(
     name: str,
     data: LeaveOneOut,
@@ -147,26 +157,23 @@ def train_model(
     seed: int = 0,
     refit: bool = True,
     progress: bool = False,
-) -> tuple[Recommender, TrainReport]:
-    """Train model `name` on `data` under the protocol above; returns the model to serve."""
-    overrides = dict(overrides or {})
-    config_fields = {f.name for f in dataclasses.fields(config_class(get_model_class(name)))}
-    if "seed" in config_fields:
-        overrides.setdefault("seed", seed)  # the model's own seed follows the run's seed
+) -> Trained:
+    """Train model `name` on `data` under the protocol above."""
+    config = _seeded(name, overrides, seed)
     seed_everything(seed)
-    model = build_model(name, data.num_items, overrides)
+    fitted = build_model(name, data.num_items, config)
     popularity = data.item_popularity()
-    first = _fit(model, data.train, data.val_set(), progress, f"{name} fit", data.train_times)
-    val = evaluate(model, data.val_set(), item_popularity=popularity)
-    second = None
+    first = _fit(fitted, data.train, data.val_set(), progress, f"{name} fit", data.train_times)
+    val = evaluate(fitted, data.val_set(), item_popularity=popularity)
+    model, second = fitted, None
     if refit:
-        model, second = refit_model(name, data, model, first.report, seed, progress)
+        model, second = _refit_model(name, data, fitted, first.report, seed, progress)
     report = TrainReport(
         model=name,
         config=model.config_dict(),
         seed=seed,
         val=val,
-        test=evaluate(model, data.test_set(), item_popularity=popularity),
+        test=_test_metrics(model, data, popularity),
         train_seconds=first.seconds,
         refit_seconds=None if second is None else second.seconds,
         train_cpu_seconds=first.cpu_seconds,
@@ -174,7 +181,25 @@ def train_model(
         fit=_json_safe(first.report),
         data=data_summary(data),
     )
-    return model, report
+    return Trained(model=model, fitted=fitted, report=report)
+
+
+def _seeded(name: str, overrides: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
+    """The overrides with the model's own seed (when its config has one) set to the run's."""
+    overrides = dict(overrides or {})
+    config_fields = {f.name for f in dataclasses.fields(config_class(get_model_class(name)))}
+    if "seed" in config_fields:
+        overrides.setdefault("seed", seed)
+    return overrides
+
+
+def _test_metrics(
+    model: Recommender, data: LeaveOneOut, popularity: np.ndarray
+) -> dict[str, float]:
+    """Test metrics of the served model; {} when no test target is known."""
+    if bool(np.all(data.test < 0)):
+        return {}
+    return evaluate(model, data.test_set(), item_popularity=popularity)
 
 
 def _json_safe(value: Any) -> Any:
@@ -200,22 +225,25 @@ def save_trained(
     report: TrainReport,
     data: LeaveOneOut,
     out: str | Path,
+    /,
     overwrite: bool = False,
+    **meta: Any,
 ) -> Path:
-    """Write the trained model and its report as a checkpoint directory."""
+    """Write the trained model and its report as a checkpoint directory; `meta` adds fields to
+    meta.json or replaces the report's (e.g. source, data, trained_on; hence the positional-only
+    arguments)."""
+    fields: dict[str, Any] = {
+        "user_ids": data.user_ids.to_json(),
+        "data": report.data,
+        "metrics": {"val": report.val, "test": report.test},
+        "trained_on": "train" if report.refit_seconds is None else "train+val",
+        "train_seconds": report.train_seconds,
+        "refit_seconds": report.refit_seconds,
+        "train_cpu_seconds": report.train_cpu_seconds,
+        "refit_cpu_seconds": report.refit_cpu_seconds,
+        "seed": report.seed,
+        "fit": report.fit,
+    }
     return save_checkpoint(
-        model,
-        out,
-        item_ids=data.item_ids,
-        overwrite=overwrite,
-        user_ids=data.user_ids.to_json(),
-        data=report.data,
-        metrics={"val": report.val, "test": report.test},
-        trained_on="train" if report.refit_seconds is None else "train+val",
-        train_seconds=report.train_seconds,
-        refit_seconds=report.refit_seconds,
-        train_cpu_seconds=report.train_cpu_seconds,
-        refit_cpu_seconds=report.refit_cpu_seconds,
-        seed=report.seed,
-        fit=report.fit,
+        model, out, item_ids=data.item_ids, overwrite=overwrite, **{**fields, **meta}
     )

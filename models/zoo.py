@@ -1,16 +1,23 @@
-"""The registry of model classes by name, imported lazily, and config building from overrides."""
+"""The registry of model classes by name, imported lazily; models built from `--set` overrides."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import json
-import types
-import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from models.base import Recommender
+from models.config import config_class, make_config
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "config_class",
+    "get_model_class",
+    "make_config",
+    "parse_model_overrides",
+    "parse_overrides",
+]
 
 # name -> "module:Class"; imported on first use so a model being written elsewhere (or one with
 # heavy imports) does not break the others.
@@ -51,53 +58,33 @@ def get_model_class(name: str) -> type[Recommender]:
     return MODELS[name]
 
 
-def _coerce(value: Any, annotation: Any) -> Any:
-    """Convert a CLI string to a config field's type (int, float, bool, str, list, Optional)."""
-    if not isinstance(value, str):
-        return value
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value.lower() in ("none", "null"):
-            return None
-        arms = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _coerce(value, arms[0])
-    if annotation is bool:
-        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"not a boolean: {value!r}")
-        return value.lower() in ("1", "true", "yes")
-    if annotation in (int, float, str):
-        return annotation(value)
-    if origin in (list, tuple):
-        return origin(json.loads(value))
-    return value
-
-
-def make_config(config_class: type, overrides: Mapping[str, Any] | None = None) -> Any:
-    """A config dataclass with `overrides` applied; strings are coerced to the field types."""
-    overrides = dict(overrides or {})
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        known = sorted(fields)
-        raise ValueError(f"unknown {config_class.__name__} fields {unknown}; known: {known}")
-    hints = typing.get_type_hints(config_class)
-    return config_class(**{k: _coerce(v, hints[k]) for k, v in overrides.items()})
-
-
 def build_model(
     name: str, num_items: int, overrides: Mapping[str, Any] | None = None
 ) -> Recommender:
     """A fresh, untrained model `name` for `num_items` items with config overrides."""
     model_class = get_model_class(name)
     config = make_config(config_class(model_class), overrides)
-    return model_class(num_items=num_items, config=config)  # type: ignore[call-arg]
+    return model_class(num_items, config)
 
 
-def config_class(model_class: type[Recommender]) -> type:
-    """The model's config dataclass: its `Config` attribute, else the `config` arg's annotation."""
-    declared = getattr(model_class, "Config", None)
-    if declared is not None:
-        return typing.cast(type, declared)
-    hint = typing.get_type_hints(model_class.__init__)["config"]
-    arms = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    return typing.cast(type, arms[0])
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """`key=value` strings -> {key: value}; the values are coerced to the field types later."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def parse_model_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """`model.key=value` strings -> {model: {key: value}}."""
+    per_model: dict[str, dict[str, str]] = {}
+    for item in items:
+        [(key, value)] = parse_overrides([item]).items()
+        model, dot, field = key.partition(".")
+        if not model or not dot or not field:
+            raise ValueError(f"expected model.key=value, got {item!r}")
+        per_model.setdefault(model, {})[field] = value
+    return per_model

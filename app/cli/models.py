@@ -16,25 +16,23 @@ DATA_HELP = (
 
 
 def parse_settings(items: list[str]) -> dict[str, str]:
-    """`key=value` strings -> dict (values are coerced to the config field types later)."""
-    settings = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected key=value, got {item!r}")
-        settings[key.strip()] = value.strip()
-    return settings
+    """`--set key=value` options (models.zoo.parse_overrides), a bad one as a CLI error."""
+    from models.zoo import parse_overrides
+
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from exc
 
 
 def parse_model_settings(items: list[str]) -> dict[str, dict[str, str]]:
-    """`model.key=value` strings -> {model: {key: value}}."""
-    per_model: dict[str, dict[str, str]] = {}
-    for key, value in parse_settings(items).items():
-        model, dot, field = key.partition(".")
-        if not dot:
-            raise typer.BadParameter(f"expected model.key=value, got {key}={value}")
-        per_model.setdefault(model, {})[field] = value
-    return per_model
+    """`--set model.key=value` options (models.zoo.parse_model_overrides), as for the CLI."""
+    from models.zoo import parse_model_overrides
+
+    try:
+        return parse_model_overrides(items)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from exc
 
 
 def _load_data(path: str) -> Any:
@@ -69,12 +67,13 @@ def train(
 
     dataset = _load_data(data)
     try:
-        trained, report = train_model(
+        trained = train_model(
             model, dataset, parse_settings(settings), seed=seed, refit=refit, progress=True
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    path = save_trained(trained, report, dataset, out, overwrite=overwrite)
+    report = trained.report
+    path = save_trained(trained.model, report, dataset, out, overwrite=overwrite)
     _print_metrics("val ", report.val)
     _print_metrics("test", report.test)
     refit_note = "" if report.refit_seconds is None else f", refit {report.refit_seconds:.1f} s"

@@ -15,11 +15,11 @@ import torch
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import repo
+from app.domain import RETRAIN_SOURCE
 from models.base import Recommender
 from models.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
-RETRAIN_SOURCE = "retrain"  # meta.json "source" of checkpoints written by `recsys retrain`
 # When no experiment or `model=` picks one, the first loaded of these serves.
 DEFAULT_ORDER = ("sasrec", "mf", "ease", "popularity")
 

@@ -71,9 +71,10 @@ def train_demo(data: Interactions, model_dir: Path) -> list[Path]:
     version = "demo-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     saved = []
     for name, overrides in DEMO_MODELS.items():
-        model, report = train_model(name, split, overrides, seed=0, refit=False)
-        saved.append(save_trained(model, report, split, model_dir / name / version))
-        log.info("demo model %s: val ndcg@10 %.4f", name, report.val.get("ndcg@10", float("nan")))
+        trained = train_model(name, split, overrides, seed=0, refit=False)
+        saved.append(save_trained(trained.model, trained.report, split, model_dir / name / version))
+        val = trained.report.val.get("ndcg@10", float("nan"))
+        log.info("demo model %s: val ndcg@10 %.4f", name, val)
     return saved
 
 

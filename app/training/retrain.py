@@ -1,8 +1,8 @@
 """Retraining: stored events -> a held-out slice -> trained candidates -> the promotion gate.
 
-As offline (models.train): a model is fit with each user's latest item held out, scored on it,
-then refit on everything for serving with the best epoch count. The gate compares held-out
-models only, so neither side has seen the slice it is scored on.
+The protocol is models.train's: a model is fit with each user's latest item held out, scored
+on it, then refit on everything for serving with the best epoch count. The gate compares
+held-out models only, so neither side has seen the slice it is scored on.
 
 Crash safety: a checkpoint directory appears only complete (models.checkpoint writes it to a
 temporary directory and renames it), and its `model_versions` row is written after that, in
@@ -29,12 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import repo
 from app.db.tables import ModelVersion
-from app.domain import as_utc
-from app.serving.registry import RETRAIN_SOURCE, load_version
-from models.checkpoint import save_checkpoint
-from models.data import IdMap, LeaveOneOut
+from app.domain import RETRAIN_SOURCE, as_utc
+from models.checkpoint import load_checkpoint
+from models.data import LeaveOneOut
 from models.metrics import evaluate
-from models.train import refit_model, train_model
+from models.split import holdout_split
+from models.train import Trained, save_trained, train_model
 
 log = logging.getLogger(__name__)
 # Each version directory also holds the model fit without each user's latest item: the gate
@@ -64,6 +64,17 @@ class EventData:
         for column in (self.users, self.items, self.times):
             digest.update(column.tobytes())
         return digest.hexdigest()
+
+    def split(self, min_events: int) -> LeaveOneOut:
+        """Each user's latest item held out for validation (models.split.holdout_split)."""
+        return holdout_split(
+            self.user_ids,
+            self.item_ids,
+            np.frombuffer(self.users, dtype=np.int64),
+            np.frombuffer(self.items, dtype=np.int64),
+            np.frombuffer(self.times, dtype=np.int64),
+            min_events=min_events,
+        )
 
 
 async def read_events(
@@ -96,45 +107,6 @@ def _intern(index: dict[str, int], ids: list[str], value: str) -> int:
     return found
 
 
-def holdout_split(data: EventData, min_events: int = 3) -> LeaveOneOut:
-    """Each user's repeated items dropped (first kept), latest item held out for validation.
-
-    Users with fewer than `min_events` distinct items are left out; items are re-indexed to
-    those that remain. `test` repeats `val`: retraining only validates.
-    """
-    # Index by the ids' natural order, not their arrival order: concurrent ingestion stores the
-    # same events in a different order each time, and the indices decide the initialisation.
-    user_map, item_map = IdMap.sorted_from(data.user_ids), IdMap.sorted_from(data.item_ids)
-    users = user_map.indices(data.user_ids)[np.frombuffer(data.users, dtype=np.int64)]
-    items = item_map.indices(data.item_ids)[np.frombuffer(data.items, dtype=np.int64)]
-    times = np.frombuffer(data.times, dtype=np.int64)
-    order = np.lexsort((np.arange(len(users)), times, users))  # by user, time, arrival
-    users, items, times = users[order], items[order], times[order]
-    _, first = np.unique(users * len(item_map) + items, return_index=True)
-    keep = np.sort(first)
-    users, items, times = users[keep], items[keep], times[keep]
-    counts = np.bincount(users, minlength=len(user_map))
-    kept_user = counts[users] >= min_events
-    users, items, times = users[kept_user], items[kept_user], times[kept_user]
-    item_codes, items = np.unique(items, return_inverse=True)
-    user_codes, starts = np.unique(users, return_index=True)
-    histories = np.split(items.astype(np.int64), starts[1:])
-    seconds = np.split(times // 1_000_000, starts[1:])  # stored in microseconds
-    val = np.array([h[-1] for h in histories], dtype=np.int64)
-    val_times = np.array([t[-1] for t in seconds], dtype=np.int64)
-    return LeaveOneOut(
-        user_ids=IdMap(user_map.ids[u] for u in user_codes),
-        item_ids=IdMap(item_map.ids[i] for i in item_codes),
-        train=[h[:-1] for h in histories],
-        val=val,
-        test=val.copy(),
-        meta={"source": "events", "min_events": min_events},
-        train_times=[t[:-1] for t in seconds],
-        val_times=val_times,
-        test_times=val_times.copy(),
-    )
-
-
 @dataclass
 class Outcome:
     """What happened to one model in a retrain run."""
@@ -161,9 +133,9 @@ async def score_active(
         return None
     # Its held-out sibling: the served model was refit on everything, this slice included.
     validation = Path(active.path) / VALIDATION
-    loaded = load_version(validation if validation.is_dir() else Path(active.path))
-    remapped = split.with_item_ids(IdMap(loaded.item_ids))
-    return active.version, evaluate(loaded.model, remapped.val_set())
+    checkpoint = load_checkpoint(validation if validation.is_dir() else Path(active.path))
+    remapped = split.with_item_ids(checkpoint.item_ids)
+    return active.version, evaluate(checkpoint.model, remapped.val_set())
 
 
 def gate(
@@ -178,6 +150,51 @@ def gate(
     return verdict, f"{word}: val ndcg@10 {new['ndcg@10']:.4f} vs active {active['ndcg@10']:.4f}"
 
 
+def save_version(trained: Trained, split: LeaveOneOut, data: EventData, directory: Path) -> Path:
+    """The served model at `directory`, its held-out sibling inside it, as retrain marks them."""
+    meta: dict[str, Any] = {
+        "source": RETRAIN_SOURCE,
+        "data": {
+            "fingerprint": data.fingerprint(),
+            "events": len(data),
+            "users": split.num_users,
+            "items": split.num_items,
+        },
+    }
+    report = trained.report
+    path = save_trained(trained.model, report, split, directory, trained_on="all events", **meta)
+    save_trained(
+        trained.fitted,
+        report,
+        split,
+        path / VALIDATION,
+        trained_on="all but each user's latest item",
+        **meta,
+    )
+    return path
+
+
+async def register(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    version: ModelVersion,
+    split: LeaveOneOut,
+    val: dict[str, float],
+    tolerance: float,
+) -> dict[str, float] | None:
+    """Score the active version, then add `version` as active or candidate; the active's val."""
+    async with sessionmaker() as session:
+        active = await score_active(session, version.model_name, split)
+        active_val = active[1] if active else None
+        promote, version.reason = gate(val, active_val, tolerance)
+        version.metrics = {"val": val, "active_val": active_val}
+        session.add(version)
+        if promote:
+            await repo.activate_version(session=session, version=version)
+        else:
+            await session.commit()
+    return active_val
+
+
 async def retrain_model(
     name: str,
     split: LeaveOneOut,
@@ -188,62 +205,23 @@ async def retrain_model(
 ) -> Outcome:
     """Train one model, save it, score the active version, register (and maybe promote) it."""
     started = time.perf_counter()
-    seed = settings.retrain_seed
-    held_out, report = train_model(name, split, overrides, seed=seed, refit=False)
-    serving, _ = refit_model(name, split, held_out, report.fit, seed)
+    trained = train_model(name, split, overrides, seed=settings.retrain_seed)
     seconds = time.perf_counter() - started
     version = f"{name}-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
-    meta: dict[str, Any] = {
-        "source": RETRAIN_SOURCE,
-        "seed": seed,
-        "metrics": {"val": report.val},
-        "data": {
-            "fingerprint": data.fingerprint(),
-            "events": len(data),
-            "users": split.num_users,
-            "items": split.num_items,
-        },
-    }
-    path = save_checkpoint(
-        serving,
-        settings.model_dir / name / version,
-        item_ids=split.item_ids,
-        trained_on="all events",
-        train_seconds=seconds,
-        **meta,
+    path = save_version(trained, split, data, settings.model_dir / name / version)
+    row = ModelVersion(
+        model_name=name,
+        version=version,
+        path=str(path.resolve()),
+        status="candidate",
+        data_fingerprint=data.fingerprint(),
+        event_count=len(data),
+        window_start=data.first,
+        window_end=data.last,
     )
-    save_checkpoint(
-        held_out,
-        path / VALIDATION,
-        item_ids=split.item_ids,
-        trained_on="all but each user's latest item",
-        **meta,
-    )
-    async with sessionmaker() as session:
-        active = await score_active(session, name, split)
-        promote, reason = gate(
-            report.val, active[1] if active else None, settings.promotion_tolerance
-        )
-        row = ModelVersion(
-            model_name=name,
-            version=version,
-            path=str(path.resolve()),
-            status="candidate",
-            metrics={"val": report.val, "active_val": active[1] if active else None},
-            data_fingerprint=data.fingerprint(),
-            event_count=len(data),
-            window_start=data.first,
-            window_end=data.last,
-            reason=reason,
-        )
-        session.add(row)
-        if promote:
-            await repo.activate_version(session=session, version=row)
-        else:
-            await session.commit()
-    return Outcome(
-        name, version, row.status, reason, report.val, active[1] if active else None, seconds
-    )
+    val = trained.report.val
+    active_val = await register(sessionmaker, row, split, val, settings.promotion_tolerance)
+    return Outcome(name, version, row.status, row.reason or "", val, active_val, seconds)
 
 
 async def retrain(
@@ -254,7 +232,7 @@ async def retrain(
 ) -> list[Outcome]:
     """One run: read the events, split, then train and gate each model in turn."""
     data = await read_events(sessionmaker, settings.event_weights)
-    split = holdout_split(data, settings.retrain_min_events)
+    split = data.split(settings.retrain_min_events)
     if split.num_users == 0:
         raise ValueError(f"no user has {settings.retrain_min_events} distinct items yet")
     log.info(

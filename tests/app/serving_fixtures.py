@@ -33,8 +33,8 @@ def train_tiny_models(root: Path) -> Path:
     `recsys retrain` does, so sasrec serves two networks (`ensemble_refit`)."""
     split = build_leave_one_out(synthetic_shop(users=200, items=60, length=12, groups=3), k=2)
     for name, overrides in TEST_MODELS.items():
-        model, report = train_model(name, split, overrides, seed=0)
-        save_trained(model, report, split, root / name / "v1")
+        trained = train_model(name, split, overrides, seed=0)
+        save_trained(trained.model, trained.report, split, root / name / "v1")
     return root
 
 

@@ -1,7 +1,9 @@
-"""The Recommender contract on every zoo model (implicit's recommender_base_test style)."""
+"""The Recommender contract on every zoo model (implicit's recommender_base_test style), and the
+shared ranking function."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.base import Recommender, mask_items
+from models.base import Recommender, mask_items, rank_items
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.zoo import MODELS, build_model
 from tests.models.conftest import NUM_ITEMS, checkerboard
@@ -122,3 +124,65 @@ def test_checkpoint_round_trip_gives_identical_scores(trained: Recommender, tmp_
     torch.testing.assert_close(
         loaded.model.score(histories), trained.score(histories), rtol=0, atol=0
     )
+
+
+def test_recommend_ranks_through_rank_items(trained: Recommender) -> None:
+    histories, _ = checkerboard()
+    exclude = [[0, 1], [2], []]
+    blocked = [
+        np.concatenate([h, e]).astype(np.int64) for h, e in zip(histories[:3], exclude, strict=True)
+    ]
+    want = rank_items(trained.item_vectors(), trained.user_vectors(histories[:3]), blocked, k=5)
+    got = trained.recommend(histories[:3], k=5, exclude=exclude)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_times_are_accepted_and_ignored_by_models_that_do_not_use_them(
+    trained: Recommender,
+) -> None:
+    assert not trained.uses_times  # no TEST_CONFIGS entry turns time_gaps on
+    histories, _ = checkerboard()
+    times = [np.arange(len(h), dtype=np.int64) * 3600 for h in histories]
+    assert torch.equal(trained.score(histories, times), trained.score(histories))
+    with_times = trained.recommend(histories[:3], k=4, times=times[:3])
+    without = trained.recommend(histories[:3], k=4)
+    assert all(torch.equal(a, b) for a, b in zip(with_times, without, strict=True))
+
+
+def test_config_dict_holds_the_catalog_and_every_config_field(trained: Recommender) -> None:
+    config = trained.config_dict()
+    assert config["num_items"] == NUM_ITEMS
+    assert set(config) == {"num_items", *(f.name for f in dataclasses.fields(trained.config))}
+
+
+def test_from_state_refuses_tensors_that_are_not_the_models(trained: Recommender) -> None:
+    tensors = trained.state_tensors()
+    name = next(iter(tensors))
+    with pytest.raises(ValueError, match=r"tensors not in the model: \['extra'\]"):
+        type(trained).from_state(trained.config_dict(), {**tensors, "extra": torch.zeros(1)})
+    with pytest.raises(ValueError, match=f"missing tensors: \\['{name}'\\]"):
+        type(trained).from_state(
+            trained.config_dict(), {k: v for k, v in tensors.items() if k != name}
+        )
+    wrong = {**tensors, name: torch.zeros(*tensors[name].shape, 2)}
+    with pytest.raises(ValueError, match=f"{name} has shape"):
+        type(trained).from_state(trained.config_dict(), wrong)
+
+
+def test_from_state_ignores_unknown_config_fields(trained: Recommender) -> None:
+    config = {**trained.config_dict(), "added_later": 1}
+    restored = type(trained).from_state(config, trained.state_tensors())
+    histories, _ = checkerboard()
+    assert torch.equal(restored.score(histories), trained.score(histories))
+
+
+def test_rank_items_masks_blocked_items_and_caps_k() -> None:
+    items = torch.tensor([[1.0], [3.0], [2.0], [0.5]])  # (4, 1)
+    users = torch.tensor([[1.0], [-1.0]])  # (2, 1)
+    ids, scores = rank_items(items, users, [np.array([1]), [0, 1, 2]], k=10)
+    assert ids.shape == scores.shape == (2, 4)  # k capped at the catalog
+    assert ids[0].tolist() == [2, 0, 3, 1] and scores[0, -1] == float("-inf")
+    assert ids[1, 0] == 3 and torch.isinf(scores[1, 1:]).all()  # only item 3 left unblocked
+    top, _ = rank_items(items, users, [[], []], k=2)
+    assert top.tolist() == [[1, 2], [3, 0]]

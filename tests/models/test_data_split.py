@@ -1,4 +1,5 @@
-"""Loaders, id maps, k-core, leave-one-out, temporal split and the benchmark split reproduction."""
+"""Loaders, id maps, k-core, leave-one-out, temporal split, retrain's hold-out, the shifted split
+and the benchmark split reproduction."""
 
 from __future__ import annotations
 
@@ -8,15 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data import IdMap, Interactions, load_interactions, load_split_dir, load_train_val
+from models.data import (
+    IdMap,
+    Interactions,
+    LeaveOneOut,
+    dataset_name,
+    default_data_dir,
+    load_interactions,
+    load_split_dir,
+    load_train_val,
+)
 from models.split import (
     build_leave_one_out,
+    holdout_split,
     kcore_filter,
     leave_one_out_rows,
     load_dataset,
+    shift_back,
     temporal_split,
 )
-from tests.models.conftest import write_ratings_csv
+from tests.models.conftest import random_loo, write_ratings_csv
 
 ROWS = [("1", "10", 5), ("1", "11", 3), ("2", "10", 4)]
 
@@ -205,3 +217,68 @@ def test_reproduces_the_benchmark_split_row_for_row(data_dir: Path) -> None:
     built, stored = build_leave_one_out(load_interactions(raw_path)), load_split_dir(split_dir)
     assert (built.num_users, built.num_items) == (2_999, 3_266)
     assert built.fingerprint() == stored.fingerprint()
+
+
+def holdout(rows: list[tuple[str, str, int]], min_events: int = 3) -> LeaveOneOut:
+    """holdout_split of (user, item, microseconds) rows, ids interned in arrival order."""
+    user_ids, item_ids = IdMap(r[0] for r in rows), IdMap(r[1] for r in rows)
+    users = user_ids.indices([r[0] for r in rows])
+    items = item_ids.indices([r[1] for r in rows])
+    times = np.array([r[2] for r in rows], dtype=np.int64)
+    return holdout_split(user_ids.ids, item_ids.ids, users, items, times, min_events)
+
+
+def test_holdout_split_orders_dedupes_and_filters() -> None:
+    split = holdout(
+        [("a", "x", 3), ("a", "y", 1), ("a", "x", 5), ("a", "z", 4), ("b", "x", 1), ("b", "y", 2)]
+    )  # b has 2 distinct items: left out
+    assert split.user_ids.ids == ["a"]
+    items = split.item_ids.ids
+    assert [items[i] for i in split.train[0]] == ["y", "x"] and items[split.val[0]] == "z"
+    assert split.test.tolist() == [-1]  # retraining only validates
+    assert split.meta == {"source": "events", "min_events": 3}
+
+
+def test_holdout_split_gives_the_seconds_of_the_kept_events() -> None:
+    second = 1_000_000  # events store microseconds
+    rows = [("a", "x", 3 * second), ("a", "y", second), ("a", "x", 5 * second)]
+    split = holdout([*rows, ("a", "z", 4 * second)])
+    assert split.train_times is not None and split.val_times is not None
+    assert split.train_times[0].tolist() == [1, 3] and split.val_times.tolist() == [4]
+
+
+def test_holdout_split_does_not_depend_on_arrival_order() -> None:
+    rows = [(f"u{u}", f"i{(u * 7 + n) % 11}", n) for u in range(6) for n in range(5)]
+    one, other = holdout(rows), holdout(rows[::-1])
+    assert one.user_ids.ids == other.user_ids.ids and one.item_ids.ids == other.item_ids.ids
+    assert [h.tolist() for h in one.train] == [h.tolist() for h in other.train]
+    assert one.val.tolist() == other.val.tolist()
+    assert one.item_ids.ids == sorted(one.item_ids.ids)  # string ids: lexicographic
+
+
+def test_holdout_split_without_a_long_enough_user_is_empty() -> None:
+    split = holdout([("a", "x", 1), ("a", "y", 2)])
+    assert split.num_users == 0 and split.num_items == 0 and split.train == []
+
+
+def test_shift_back_moves_every_target_one_step_back() -> None:
+    data = random_loo()
+    shifted = shift_back(data)
+    assert [h.tolist() for h in shifted.train] == [h[:-1].tolist() for h in data.train]
+    assert shifted.val.tolist() == [h[-1] for h in data.train]
+    assert shifted.test.tolist() == data.val.tolist()  # the real test items are gone
+    assert shifted.train_times is not None and data.train_times is not None
+    assert shifted.val_times is not None and data.val_times is not None
+    assert shifted.val_times.tolist() == [t[-1] for t in data.train_times]
+    assert shifted.test_set().times is not None  # test inputs keep their times
+    assert shifted.meta["shifted"] and shifted.user_ids == data.user_ids
+    data.train[0] = data.train[0][:1]
+    with pytest.raises(ValueError, match="1 users have fewer than 2 train items"):
+        shift_back(data)
+
+
+def test_dataset_name_is_never_an_absolute_path(tmp_path: Path) -> None:
+    assert dataset_name(default_data_dir() / "ml1m-half-loo") == "ml1m-half-loo"
+    assert dataset_name(default_data_dir() / "raw" / "ratings.dat") == "raw/ratings.dat"
+    assert dataset_name(tmp_path / "ratings.csv") == "ratings.csv"
+    assert dataset_name("random_loo") == "random_loo"

@@ -1,6 +1,10 @@
-"""SASRec on tiny generated data: causality, padding, empty histories, learning, persistence."""
+"""SASRec on tiny generated data: causality, padding, empty histories, learning, persistence,
+and its training helpers (models.sasrec_train)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,15 +12,13 @@ import torch
 from safetensors.torch import load, save
 
 import models.sasrec as sasrec
+import models.sasrec_train as sasrec_train
 from models.base import mask_items
-from models.data import EvalSet
-from models.metrics import evaluate
-from models.sasrec import (
+from models.checkpoint import META, CheckpointError, load_checkpoint, save_checkpoint
+from models.sasrec import SASRec, SASRecConfig, length_groups
+from models.sasrec_train import (
     LinearCrossEntropy,
-    SASRec,
-    SASRecConfig,
     length_batches,
-    length_groups,
     pad_right,
     seen_items,
     training_pairs,
@@ -60,9 +62,8 @@ def trained() -> SASRec:
     return model
 
 
-@pytest.mark.parametrize("positions", ["start", "end"])
-def test_causal_later_items_do_not_change_earlier_positions(positions: str) -> None:
-    model = SASRec(NUM_ITEMS, tiny_config(positions=positions))
+def test_causal_later_items_do_not_change_earlier_positions() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config())
     seq = torch.tensor([[3, 8, 1, 4, 15, 9, 26, 5]])
     changed = seq.clone()
     changed[0, 5:] = torch.tensor([0, 0, 0])
@@ -72,9 +73,8 @@ def test_causal_later_items_do_not_change_earlier_positions(positions: str) -> N
     assert not torch.allclose(before[:, 5:], after[:, 5:])
 
 
-@pytest.mark.parametrize("positions", ["start", "end"])
-def test_padding_does_not_change_outputs(positions: str) -> None:
-    model = SASRec(NUM_ITEMS, tiny_config(positions=positions))
+def test_padding_does_not_change_outputs() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config())
     short, long = np.array([4, 9, 2]), np.arange(11)
     alone = model.user_vectors([short])  # no padding
     padded = model.user_vectors([short, long])  # short is padded to the long length
@@ -179,7 +179,7 @@ def test_length_batches_cover_every_user_once() -> None:
 def test_fused_cross_entropy_matches_autograd(
     monkeypatch: pytest.MonkeyPatch, scale: float
 ) -> None:
-    monkeypatch.setattr(sasrec, "CE_CHUNK", 7)  # several chunks, one of them partial
+    monkeypatch.setattr(sasrec_train, "CE_CHUNK", 7)  # several chunks, one of them partial
     gen = torch.Generator().manual_seed(0)
     states = (scale * torch.randn(30, 8, generator=gen, dtype=torch.float64)).requires_grad_()
     items = torch.randn(11, 8, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -196,7 +196,7 @@ def test_fused_cross_entropy_matches_autograd(
 def test_history_masked_cross_entropy_leaves_seen_items_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sasrec, "CE_CHUNK", 2)  # pairs must be split across chunks correctly
+    monkeypatch.setattr(sasrec_train, "CE_CHUNK", 2)  # pairs must be split across chunks correctly
     inputs = torch.tensor([[1, 2, 3, 9], [4, 1, 9, 9]])  # 9 pads
     keep = torch.tensor([[True, True, True, False], [True, True, False, False]])
     rows, items = seen_items(inputs, keep)
@@ -218,9 +218,8 @@ def test_history_masked_cross_entropy_leaves_seen_items_out(
         torch.testing.assert_close(g, w)
 
 
-@pytest.mark.parametrize("positions", ["start", "end"])
-def test_last_states_match_the_full_forward_at_each_last_position(positions: str) -> None:
-    model = SASRec(NUM_ITEMS, tiny_config(positions=positions, epochs=2))
+def test_last_states_match_the_full_forward_at_each_last_position() -> None:
+    model = SASRec(NUM_ITEMS, tiny_config(epochs=2))
     model.fit(cyclic_sequences())
     seqs = [np.arange(n) % NUM_ITEMS for n in (1, 5, 12, 3)]
     padded = pad_right(seqs, model.net.pad)
@@ -228,80 +227,6 @@ def test_last_states_match_the_full_forward_at_each_last_position(positions: str
     with torch.inference_mode():
         full = model.net(padded)[torch.arange(len(seqs)), last]
         torch.testing.assert_close(model.net.last_states(padded, last), full)
-
-
-def test_positions_from_the_end_give_every_last_item_the_same_position() -> None:
-    model = SASRec(NUM_ITEMS, tiny_config(positions="end", dropout=0.0))
-    seqs = [np.array([4, 9, 2]), np.arange(12), np.array([7])]
-    padded = pad_right(seqs, model.net.pad)
-    with torch.no_grad():
-        positions = model.net.embed(padded) - model.net.item_emb(padded)  # (B, L, D)
-    table = model.net.pos_emb.weight
-    for row, seq in enumerate(seqs):
-        n = len(seq)  # item t of n sits max_len - n + t: the last at max_len - 1
-        torch.testing.assert_close(positions[row, :n], table[12 - n : 12])
-    with pytest.raises(ValueError, match="positions"):
-        tiny_config(positions="middle")
-
-
-def test_recency_weights_count_steps_from_the_end_of_the_whole_history() -> None:
-    model = SASRec(NUM_ITEMS, tiny_config(max_len=3, recency_boost=4.0, recency_halflife=1.0))
-    seqs = [np.arange(3), np.arange(10)]
-    # Row 0: targets are items 1 and 2 (1 and 0 steps from the end); row 1 trains on the
-    # earlier window ending at 6: targets 3, 4, 5, which are 6, 5 and 4 steps from the end.
-    weights = model._recency_weights(seqs, [3, 6], width=3)
-    assert weights is not None
-    steps = [[1, 0], [6, 5, 4]]
-    for row, row_steps in enumerate(steps):
-        expected = [1 + 4.0 * 2.0**-d for d in row_steps]
-        np.testing.assert_allclose(weights[row, : len(row_steps)].numpy(), expected, rtol=1e-6)
-    plain = SASRec(NUM_ITEMS, tiny_config())
-    assert plain._recency_weights(seqs, [3, 10], width=3) is None
-
-
-def test_weighted_fused_cross_entropy_matches_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sasrec, "CE_CHUNK", 7)
-    gen = torch.Generator().manual_seed(1)
-    states = torch.randn(30, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    items = torch.randn(11, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(0, 11, (30,), generator=gen)
-    weights = 1 + 5 * torch.rand(30, generator=gen, dtype=torch.float64)
-    losses = torch.nn.functional.cross_entropy(states @ items.T, labels, reduction="none")
-    expected = (losses * weights).sum() / weights.sum()
-    loss = LinearCrossEntropy.apply(states, items, labels, None, weights)
-    torch.testing.assert_close(loss, expected)
-    got = torch.autograd.grad(loss, (states, items))
-    for g, w in zip(got, torch.autograd.grad(expected, (states, items)), strict=True):
-        torch.testing.assert_close(g, w)
-
-
-def test_recency_boost_still_learns_the_pattern() -> None:
-    model = SASRec(NUM_ITEMS, tiny_config(recency_boost=10.0))
-    model.fit(cyclic_sequences())
-    assert next_item_accuracy(model) >= 0.9
-
-
-def test_ema_returns_the_moving_average_not_the_last_weights() -> None:
-    # With a decay this close to 1 the average stays at the weights after the first step (it
-    # starts there); fit returning the trained weights instead would move them much further.
-    def moved(model: SASRec) -> float:
-        initial = model.net.item_emb.weight.detach().clone()
-        model.fit(cyclic_sequences())
-        return float((model.net.item_emb.weight.detach() - initial).abs().max())
-
-    averaged = moved(SASRec(NUM_ITEMS, tiny_config(ema_decay=1 - 1e-9, epochs=3)))
-    trained = moved(SASRec(NUM_ITEMS, tiny_config(epochs=3)))
-    assert averaged < 0.005 < 0.05 < trained
-
-
-def test_ema_validates_and_keeps_the_averaged_weights() -> None:
-    seqs = cyclic_sequences()
-    valid = EvalSet([s[:-1] for s in seqs], np.array([s[-1] for s in seqs]))
-    model = SASRec(NUM_ITEMS, tiny_config(ema_decay=0.9, eval_every=1, epochs=8, patience=8))
-    report = model.fit([s[:-1] for s in seqs], valid)
-    assert report["best_val_ndcg@10"] > 0.8  # the cyclic pattern, scored with the average
-    kept = evaluate(model, valid, ks=(10,))["ndcg@10"]
-    assert kept == pytest.approx(report["best_val_ndcg@10"], abs=1e-6)
 
 
 def test_length_groups_cover_every_row_once_with_similar_lengths() -> None:
@@ -411,10 +336,50 @@ def test_time_gaps_learn_what_the_time_between_items_tells() -> None:
     assert gap_accuracy(timed, test_histories, test_times) >= 0.9
     assert gap_accuracy(plain, test_histories, test_times) <= 0.75  # a coin flip between +1, +2
     unknown = timed.user_vectors(test_histories[:3])  # no times: the "unknown" bucket
-    assert not torch.allclose(unknown, timed.timed_vectors(test_histories[:3], test_times[:3]))
+    assert not torch.allclose(unknown, timed.user_vectors(test_histories[:3], test_times[:3]))
+    assert timed.uses_times and not plain.uses_times
+    torch.testing.assert_close(  # a model without time_gaps ignores times
+        plain.score(test_histories, test_times), plain.score(test_histories), rtol=0, atol=0
+    )
     with pytest.raises(ValueError, match="timestamps for a history"):
-        timed.timed_vectors(test_histories[:1], [test_times[0][:-1]])
+        timed.user_vectors(test_histories[:1], [test_times[0][:-1]])
     restored = SASRec.from_state(timed.config_dict(), load(save(timed.state_tensors())))
     torch.testing.assert_close(
         restored.score(test_histories, test_times), timed.score(test_histories, test_times)
     )
+
+
+def _saved_with_config(trained: SASRec, directory: Path, **config: object) -> Path:
+    """`trained` saved as a checkpoint whose meta.json config carries `config` as well."""
+    save_checkpoint(trained, directory)
+    meta = json.loads((directory / META).read_text())
+    meta["config"].update(config)
+    (directory / META).write_text(json.dumps(meta))
+    return directory
+
+
+def test_checkpoints_with_removed_options_off_still_load(trained: SASRec, tmp_path: Path) -> None:
+    # Written before positions, ema_decay and recency_boost were removed, at their defaults.
+    old = {"positions": "start", "ema_decay": 0.0, "recency_boost": 0.0, "recency_halflife": 8.0}
+    loaded = load_checkpoint(_saved_with_config(trained, tmp_path / "old", **old)).model
+    histories = [np.array([1, 2, 3]), np.arange(20) % NUM_ITEMS]
+    torch.testing.assert_close(loaded.score(histories), trained.score(histories), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("positions", "end"), ("ema_decay", 0.998), ("recency_boost", 10.0)]
+)
+def test_checkpoints_with_removed_options_on_are_refused(
+    trained: SASRec, tmp_path: Path, field: str, value: object
+) -> None:
+    directory = _saved_with_config(trained, tmp_path / field, **{field: value})
+    with pytest.raises(CheckpointError, match=f"{field}={value!r} is a removed option"):
+        load_checkpoint(directory)
+    with pytest.raises(ValueError, match=field):
+        SASRec.from_state({**trained.config_dict(), field: value}, trained.state_tensors())
+
+
+@pytest.mark.parametrize("field", ["positions", "ema_decay", "recency_boost", "recency_halflife"])
+def test_removed_options_are_no_config_fields(field: str) -> None:
+    with pytest.raises(TypeError, match=field):
+        tiny_config(**{field: 1})

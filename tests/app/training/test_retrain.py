@@ -9,18 +9,16 @@ import signal
 import subprocess
 import time
 import uuid
-from array import array
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
 from app.config import Settings
 from app.db import repo
 from app.training.demo import synthetic_shop
-from app.training.retrain import EventData, gate, holdout_split, retrain
+from app.training.retrain import gate, retrain
 from tests.app.cli.test_cli import RECSYS, clean_env, wait_for
 from tests.conftest import free_port, running_app
 
@@ -45,49 +43,6 @@ async def post_shop(client: httpx.AsyncClient, users: int = 150) -> None:
     for start in range(0, len(events), 1000):
         response = await client.post("/events", json={"events": events[start : start + 1000]})
         assert response.status_code == 200, response.text
-
-
-def event_data(rows: list[tuple[str, str, int]]) -> EventData:
-    """EventData from (user, item, time) rows."""
-    data = EventData()
-    for user, item, moment in rows:
-        for ids, column, value in (
-            (data.user_ids, data.users, user),
-            (data.item_ids, data.items, item),
-        ):
-            if value not in ids:
-                ids.append(value)
-            column.append(ids.index(value))
-        data.times.append(moment)
-    return data
-
-
-def test_holdout_split_orders_dedupes_and_filters() -> None:
-    data = event_data(
-        [("a", "x", 3), ("a", "y", 1), ("a", "x", 5), ("a", "z", 4), ("b", "x", 1), ("b", "y", 2)]
-    )  # b has 2 distinct items: left out
-    split = holdout_split(data, min_events=3)
-    assert split.user_ids.ids == ["a"]
-    items = split.item_ids.ids
-    assert [items[i] for i in split.train[0]] == ["y", "x"] and items[split.val[0]] == "z"
-    assert isinstance(data.users, array) and np.array_equal(split.test, split.val)
-
-
-def test_holdout_split_gives_the_seconds_of_the_kept_events() -> None:
-    second = 1_000_000  # events store microseconds
-    rows = [("a", "x", 3 * second), ("a", "y", second), ("a", "x", 5 * second)]
-    split = holdout_split(event_data([*rows, ("a", "z", 4 * second)]), min_events=3)
-    assert split.train_times is not None and split.val_times is not None
-    assert split.train_times[0].tolist() == [1, 3] and split.val_times.tolist() == [4]
-
-
-def test_holdout_split_does_not_depend_on_arrival_order() -> None:
-    rows = [(f"u{u}", f"i{(u * 7 + n) % 11}", n) for u in range(6) for n in range(5)]
-    one, other = holdout_split(event_data(rows)), holdout_split(event_data(rows[::-1]))
-    assert one.user_ids.ids == other.user_ids.ids and one.item_ids.ids == other.item_ids.ids
-    assert [h.tolist() for h in one.train] == [h.tolist() for h in other.train]
-    assert one.val.tolist() == other.val.tolist()
-    assert one.item_ids.ids == sorted(one.item_ids.ids)  # string ids: lexicographic
 
 
 def test_gate() -> None:

@@ -1,12 +1,13 @@
-"""Run many protocol checks (bench/protocol_check.py) in parallel: validation data only.
+"""Run many protocol checks (research/protocol_check.py) in parallel: validation data only.
 
 Each config is fit on the shifted split (early stopping on the last train item) and scored,
 with and without the refit, on the real validation items; a split directory's test file is
 never opened. Runs go to separate processes (`--jobs`), one torch thread each, so a GPU
-machine with many cores (`--set device=cuda`) or a many-core CPU runs a grid in one go.
+machine with many cores (`--set device=cuda`) or a many-core CPU runs a grid in one go;
+`--jobs 1` runs them one after the other in this process.
 Results are appended to a JSON-lines file as each run ends, so a killed sweep keeps its rows.
 
-Usage: python -m bench.sweep --model sasrec --grid grid.json --jobs 8 --out runs.jsonl
+Usage: python -m research.sweep --model sasrec --grid grid.json --jobs 8 --out runs.jsonl
 grid.json: [{"name": "base"}, {"name": "wide", "set": {"hidden": 128}, "seed": 1}, ...]
 `--set field=value` applies to every run, under each run's own settings.
 """
@@ -17,22 +18,25 @@ import argparse
 import json
 import multiprocessing as mp
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.protocol_check import check
+from models.base import torch_threads
+from models.zoo import parse_overrides
+from research.protocol_check import check
+
+Task = tuple[str, str, dict[str, Any], dict[str, Any]]  # model, data, common set, grid entry
 
 
-def _run(task: tuple[str, str, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
-    """One grid entry in a worker process; failures come back as rows, not exceptions."""
+def run_entry(task: Task) -> dict[str, Any]:
+    """One grid entry, one torch thread; failures come back as rows, not exceptions."""
     model, data, common, entry = task
-    import torch
-
-    torch.set_num_threads(1)
     overrides = {**common, **entry.get("set", {})}
     start = time.perf_counter()
     try:
-        row = check(model, data, overrides, int(entry.get("seed", 0)))
+        with torch_threads(1):
+            row = check(model, data, overrides, int(entry.get("seed", 0)))
     except Exception as error:  # a bad config must not sink the rest of the grid
         row = {"model": model, "overrides": overrides, "error": repr(error)}
     return {
@@ -42,7 +46,17 @@ def _run(task: tuple[str, str, dict[str, Any], dict[str, Any]]) -> dict[str, Any
     }
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def run_grid(tasks: list[Task], jobs: int) -> Iterator[dict[str, Any]]:
+    """Each task's row as it finishes: in worker processes, or here when `jobs` is 1."""
+    if jobs <= 1:
+        yield from map(run_entry, tasks)
+        return
+    # spawn: CUDA cannot be used from forked children.
+    with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        yield from pool.imap_unordered(run_entry, tasks)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of finished runs, best refit NDCG@10 first."""
     lines = [
         "| run | refit NDCG@10 | refit HR@10 | no-refit NDCG@10 | best epoch | fit s | refit s |",
@@ -59,8 +73,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Run the grid and print the table."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the grid, appending each row to --out, and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="sasrec")
     parser.add_argument("--data", default="ml1m-half-loo")
@@ -68,19 +82,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines output")
     parser.add_argument("--set", action="append", default=[], help="field=value for all runs")
-    args = parser.parse_args()
-    common = dict(item.split("=", 1) for item in args.set)
-    grid = json.loads(args.grid.read_text())
-    tasks = [(args.model, args.data, common, entry) for entry in grid]
+    args = parser.parse_args(argv)
+    common = parse_overrides(args.set)
+    tasks = [(args.model, args.data, common, entry) for entry in json.loads(args.grid.read_text())]
     rows = []
-    # spawn: CUDA cannot be used from forked children.
-    with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-        for row in pool.imap_unordered(_run, tasks):
-            rows.append(row)
-            with args.out.open("a") as out:
-                out.write(json.dumps(row) + "\n")
-            print(f"done {row['name']}: {row.get('refit', row.get('error'))}", flush=True)
-    print(_table(rows))
+    for row in run_grid(tasks, args.jobs):
+        rows.append(row)
+        with args.out.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+        print(f"done {row['name']}: {row.get('refit', row.get('error'))}", flush=True)
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""The model commands of the CLI: train, evaluate and compare on small generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from tests.models.conftest import write_ratings_csv
+
+FAST_MF = {"factors": 8, "iterations": 4, "regularization": 0.01, "unobserved_weight": 0.1}
+runner = CliRunner(env={"COLUMNS": "240"})  # wide enough that errors do not wrap
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "compare"])
+def test_help_has_an_example(command: str) -> None:
+    result = runner.invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_cli_train_evaluate_compare(tmp_path: Path) -> None:
+    ratings = write_ratings_csv(tmp_path / "ratings.csv")
+    out = tmp_path / "mf-v1"
+    args = ["train", "--model", "mf", "--data", str(ratings), "--out", str(out), "--seed", "1"]
+    sets = [x for k, v in FAST_MF.items() for x in ("--set", f"{k}={v}")]
+    result = runner.invoke(cli, args + sets)
+    assert result.exit_code == 0, result.output
+    assert "test: hr@10" in result.output and (out / "weights.safetensors").is_file()
+    result = runner.invoke(
+        cli, ["evaluate", "--checkpoint", str(out), "--data", str(ratings), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.output)) == {"val", "test"}
+    result = runner.invoke(
+        cli,
+        [
+            "compare",
+            "--data",
+            str(ratings),
+            "--out",
+            str(tmp_path / "cmp"),
+            "--models",
+            "popularity,ease",
+            "--set",
+            "ease.regularization=5",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| ease |" in result.output
+
+
+def test_cli_reports_bad_input(tmp_path: Path) -> None:
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "mf",
+            "--data",
+            str(tmp_path / "none.csv"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert result.exit_code != 0 and "no dataset" in result.output
+    ratings = write_ratings_csv(tmp_path / "ratings.csv")
+    result = runner.invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "mf",
+            "--data",
+            str(ratings),
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "nonsense=1",
+        ],
+    )
+    assert result.exit_code != 0 and "unknown IALSConfig fields" in result.output
+    result = runner.invoke(
+        cli, ["evaluate", "--checkpoint", str(tmp_path / "missing"), "--data", str(ratings)]
+    )
+    assert result.exit_code != 0 and "no such checkpoint" in result.output
