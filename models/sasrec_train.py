@@ -1,8 +1,8 @@
 """SASRec's training: the fused full-softmax loss, length-bucketed batches, AdamW with warmup
 and cosine decay, and the epoch loop with validation, patience and a time budget.
 
-`SASRec.fit` (models.sasrec) hands its network to `SASRecTrainer`; this module reaches the model
-only through the object it is given, so it imports nothing from models.sasrec at run time.
+`SASRec.fit` (models.sasrec) hands its network and config to `SASRecTrainer`; this module needs
+only the network (models.sasrec_net) and the Recommender contract, never models.sasrec.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from models.base import Recommender
 from models.data import EvalSet
 from models.metrics import evaluate
-
-if TYPE_CHECKING:
-    from models.sasrec import SASRec
+from models.sasrec_net import SASRecConfig, SASRecNet, pad_right
 
 CE_CHUNK = 512  # rows of logits per step of the fused loss: (512, I) stays cache-sized
 # Floor on logit - max before exp: exp of inputs below about -88 takes a very slow path on x86
@@ -96,15 +95,6 @@ def _exclude(
     chunk[y, cols] = target
 
 
-def pad_right(seqs: Sequence[np.ndarray], pad: int) -> torch.Tensor:
-    """Stack sequences into a right-padded (B, max length) int64 tensor."""
-    width = max((len(s) for s in seqs), default=0)
-    out = np.full((len(seqs), max(width, 1)), pad, dtype=np.int64)
-    for row, s in enumerate(seqs):
-        out[row, : len(s)] = s
-    return torch.from_numpy(out)
-
-
 def length_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -153,8 +143,10 @@ class SASRecTrainer:
     the returned best weights (`SASRec.fit`).
     """
 
-    def __init__(self, model: SASRec, rng: np.random.Generator) -> None:
-        self.model, self.config, self.net, self.rng = model, model.config, model.net, rng
+    def __init__(
+        self, model: Recommender, net: SASRecNet, config: SASRecConfig, rng: np.random.Generator
+    ) -> None:
+        self.model, self.net, self.config, self.rng = model, net, config, rng
 
     def run(
         self, train: list[np.ndarray], valid: EvalSet | None

@@ -8,9 +8,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from app.cache import mux as redis_mux
 from app.cache.base import CacheBackend, Lookup
-from app.cache.mux import MuxConnection
+from app.cache.mux import MuxConnection, supported
 
 # ARGV: key prefix, history length, TTL, {user: [items]} as JSON. Appends only to histories that
 # are cached (an uncached one reloads in full from the database), trims them, drops the users'
@@ -90,11 +89,11 @@ class RedisCache(CacheBackend):
         )
         self.prefix, self.history_len, self.ttl_s = prefix, history_len, ttl_s
         self._append_script = self.client.register_script(APPEND_SCRIPT)
-        # The per-request scripts go over one shared, pipelined connection (see redis_mux);
+        # The per-request scripts go over one shared, pipelined connection (see app.cache.mux);
         # shared_connection=False keeps them on redis-py's pool (bench/redis_client.py).
         self.mux = (
             MuxConnection(url, timeout_s=timeout_s)
-            if shared_connection and redis_mux.supported(url)
+            if shared_connection and supported(url)
             else None
         )
         self._lookup = self._per_request(LOOKUP_SCRIPT)

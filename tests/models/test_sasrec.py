@@ -16,13 +16,8 @@ import models.sasrec_train as sasrec_train
 from models.base import mask_items
 from models.checkpoint import META, CheckpointError, load_checkpoint, save_checkpoint
 from models.sasrec import SASRec, SASRecConfig, length_groups
-from models.sasrec_train import (
-    LinearCrossEntropy,
-    length_batches,
-    pad_right,
-    seen_items,
-    training_pairs,
-)
+from models.sasrec_net import pad_right
+from models.sasrec_train import LinearCrossEntropy, length_batches, seen_items, training_pairs
 
 NUM_ITEMS = 30
 
