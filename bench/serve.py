@@ -52,7 +52,9 @@ def prepare_models(data: LeaveOneOut, source: Path | None, target: Path) -> dict
         given = source / name if source else None
         if given is not None and (given / "meta.json").is_file():
             shutil.copytree(given, target / name / "bench")
-            origin[name] = str(given)
+            meta = json.loads((given / "meta.json").read_text())
+            # What the checkpoint is, not where it lies: results hold no machine paths.
+            origin[name] = f"--checkpoints, created {meta.get('created_at')}"
             continue
         trained = train_model(name, data, FALLBACK_OVERRIDES.get(name, {}), refit=False)
         save_trained(trained.model, trained.report, data, target / name / "bench")

@@ -43,10 +43,15 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     """The serving services built in the lifespan (models, catalog, experiments, cache)."""
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    """`services_of` as a dependency (ServicesDep)."""
+    return services_of(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
