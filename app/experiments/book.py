@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import repo
 from app.db.tables import Experiment
+from app.domain import as_utc
 from app.experiments.routing import Arm
 
 
@@ -41,7 +42,8 @@ class ExperimentState:
     def of(cls, row: Experiment) -> ExperimentState:
         """The state of a stored row."""
         arms = tuple(Arm(a["name"], a["model"], float(a["weight"])) for a in row.arms["arms"])
-        return cls(row.name, arms, row.salt, row.status, row.updated_at)
+        updated = None if row.updated_at is None else as_utc(row.updated_at)  # SQLite: naive
+        return cls(row.name, arms, row.salt, row.status, updated)
 
 
 @dataclass

@@ -41,7 +41,9 @@ async def event(client: httpx.AsyncClient, user: str, item: str, kind: str, **ex
 async def test_put_get_and_validation(client: httpx.AsyncClient) -> None:
     stored = (await client.put("/experiments/home", json=ARMS)).json()
     assert stored["salt"] == "home" and stored["status"] == "running"
-    assert (await client.get("/experiments/home")).json()["arms"] == stored["arms"]
+    read = (await client.get("/experiments/home")).json()
+    assert read["arms"] == stored["arms"]
+    assert read["updated_at"] == stored["updated_at"]  # UTC on both backends (SQLite: naive)
     assert (await client.get("/experiments/nope")).status_code == 404
     bad_model = {"arms": [{"name": "a", "model": "gpt", "weight": 1}]}
     assert (await client.put("/experiments/home", json=bad_model)).status_code == 422
