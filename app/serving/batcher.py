@@ -29,18 +29,26 @@ class Encoded:
     vector: torch.Tensor  # (D,) float32
     ranked: np.ndarray  # (m,) int32 item indices, best first
     scores: np.ndarray  # (m,) float32
+    ranked_over: int  # how many items the list was ranked over
 
 
-Pending = list[tuple[np.ndarray, asyncio.Future[Encoded]]]
+# Per waiting request: the history the model encodes, the items to mask, the answer's future.
+Pending = list[tuple[np.ndarray, np.ndarray, asyncio.Future[Encoded]]]
 
 
-def _encode(model: LoadedModel, histories: Sequence[np.ndarray], limit: int) -> list[Encoded]:
+def _encode(
+    model: LoadedModel,
+    histories: Sequence[np.ndarray],
+    masked: Sequence[np.ndarray],
+    limit: int,
+) -> list[Encoded]:
     """User vectors and their top-`limit` lists, the batch scored in one matrix product; runs
     on the worker thread, off the event loop."""
     with torch.inference_mode():  # thread-local: set here, not on the loop's thread
         vectors = model.model.user_vectors(histories).to(torch.float32)  # (B, D)
-    ranked = rank_rows(model.item_vectors, vectors, histories, limit)
-    return [Encoded(v, r, s) for v, (r, s) in zip(vectors, ranked, strict=True)]
+    ranked = rank_rows(model.item_vectors, vectors, masked, limit)
+    items = int(model.item_vectors.shape[0])
+    return [Encoded(v, r, s, items) for v, (r, s) in zip(vectors, ranked, strict=True)]
 
 
 class EncodeBatcher:
@@ -64,14 +72,17 @@ class EncodeBatcher:
         )
         self.busy = False
 
-    async def encode(self, model: LoadedModel, seen: np.ndarray) -> Encoded:
-        """The user vector (D,) of one history of item indices, with its ranked list."""
+    async def encode(
+        self, model: LoadedModel, history: np.ndarray, masked: np.ndarray | None = None
+    ) -> Encoded:
+        """The user vector (D,) of one history of item indices, with its ranked list of the
+        items not in `masked` (default: the history)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Encoded] = loop.create_future()
         entry = self.pending.get(model.cache_field)
         if entry is None:
             entry = self.pending[model.cache_field] = (model, [])
-        entry[1].append((seen, future))
+        entry[1].append((history, history if masked is None else masked, future))
         if not self.busy:
             # The worker starts on the next loop iteration, so misses of this one join the batch.
             self.busy = True
@@ -93,14 +104,16 @@ class EncodeBatcher:
         if self.on_batch is not None:
             self.on_batch(len(batch))
         loop = asyncio.get_running_loop()
-        histories = [seen for seen, _ in batch]
-        work = loop.run_in_executor(self.executor, _encode, model, histories, self.ranked_items)
+        histories, masked = [h for h, _, _ in batch], [m for _, m, _ in batch]
+        work = loop.run_in_executor(
+            self.executor, _encode, model, histories, masked, self.ranked_items
+        )
         work.add_done_callback(lambda done: self._resolve(done, batch))
 
     def _resolve(self, done: asyncio.Future[list[Encoded]], batch: Pending) -> None:
         """Give each waiter its row (or the error), then start the next batch."""
         error = done.exception()
-        for row, (_, future) in enumerate(batch):
+        for row, (_, _, future) in enumerate(batch):
             if future.done():  # the caller went away
                 continue
             if error is not None:

@@ -30,7 +30,7 @@ class Catalog:
         self.popular_size, self.recent_events = popular_size, recent_events
         self.popular: list[str] = []
         self.inactive: frozenset[str] = frozenset()
-        self._masks: dict[tuple[str, int], frozenset[int]] = {}
+        self._masks: dict[tuple[str, int, int], frozenset[int]] = {}
         self._generation = 0
 
     async def refresh(self, session: AsyncSession, *, force: bool = False) -> None:
@@ -69,7 +69,7 @@ class Catalog:
 
     def inactive_indices(self, model: LoadedModel) -> frozenset[int]:
         """Indices of the model's items that must not be recommended (cached per version)."""
-        key = (model.cache_field, self._generation)
+        key = (model.cache_field, len(model.item_ids), self._generation)
         mask = self._masks.get(key)
         if mask is None:
             mask = frozenset(model.indices(sorted(self.inactive)))

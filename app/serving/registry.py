@@ -6,7 +6,7 @@ import asyncio
 import functools
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,23 @@ class LoadedModel:
     item_vectors: torch.Tensor  # (I, D) contiguous float32
     meta: dict[str, Any]
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Items the checkpoint was trained on; rows past it were added since from content vectors
+    # (new catalog items), scored and masked like the others but never encoded as history.
+    trained_items: int = -1
+
+    def __post_init__(self) -> None:
+        if self.trained_items < 0:
+            object.__setattr__(self, "trained_items", len(self.item_ids))
+
+    def with_items(self, item_ids: list[str], vectors: torch.Tensor) -> LoadedModel:
+        """A copy that also scores `item_ids` with the given vectors (N, D), same version."""
+        ids = [*self.item_ids, *item_ids]
+        return replace(
+            self,
+            item_ids=ids,
+            item_index={item: n for n, item in enumerate(ids)},
+            item_vectors=torch.cat([self.item_vectors, vectors.to(torch.float32)]).contiguous(),
+        )
 
     @property
     def dim(self) -> int:

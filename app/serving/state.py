@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from app.serving.registry import LoadedModel
 from app.serving.services import Ask, Services
+
+HEADER = 20  # five int32: dim, seen, ranked, limit, ranked_over
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,20 @@ class UserState:
     ranked: np.ndarray  # (m,) item indices, best first, seen items left out
     ranked_scores: np.ndarray  # (m,) float32
     limit: int  # the list's requested length: m < limit means every unseen item is in it
+    # How many items the list was ranked over: items added to the model since (new catalog
+    # items with content vectors) are scored at answer time, so the state outlives them.
+    ranked_over: int
 
     def pack(self) -> bytes:
-        """<dim, n, m, limit: int32><vector f32 x dim><seen i32 x n><ranked i32 x m><f32 x m>."""
+        """<dim, n, m, limit, ranked_over: int32><vector f32 x dim><seen i32 x n>
+        <ranked i32 x m><f32 x m>."""
         header = struct.pack(
-            "<iiii", len(self.vector), len(self.seen), len(self.ranked), self.limit
+            "<iiiii",
+            len(self.vector),
+            len(self.seen),
+            len(self.ranked),
+            self.limit,
+            self.ranked_over,
         )
         return b"".join(
             (
@@ -42,20 +54,21 @@ class UserState:
     @classmethod
     def unpack(cls, blob: bytes, dim: int) -> UserState | None:
         """The state, or None when the blob does not fit this model (stale or foreign)."""
-        if len(blob) < 16:
+        if len(blob) < HEADER:
             return None
-        d, n, m, limit = struct.unpack_from("<iiii", blob)
-        if d != dim or len(blob) != 16 + 4 * (d + n + 2 * m):
+        d, n, m, limit, ranked_over = struct.unpack_from("<iiiii", blob)
+        if d != dim or len(blob) != HEADER + 4 * (d + n + 2 * m):
             return None
         # Views into the blob, no copies: a warm request reads only the first few ranked items.
-        seen_at = 16 + 4 * d
+        seen_at = HEADER + 4 * d
         ranked_at = seen_at + 4 * n
         return cls(
-            vector=np.frombuffer(blob, "<f4", d, 16),
+            vector=np.frombuffer(blob, "<f4", d, HEADER),
             seen=np.frombuffer(blob, "<i4", n, seen_at),
             ranked=np.frombuffer(blob, "<i4", m, ranked_at),
             ranked_scores=np.frombuffer(blob, "<f4", m, ranked_at + 4 * m),
             limit=limit,
+            ranked_over=ranked_over,
         )
 
     def answer(
@@ -67,13 +80,29 @@ class UserState:
         item_ids = model.item_ids
         # Only the first k + len(blocked) entries can be needed: at most len(blocked) are skipped.
         head = k + len(blocked)
-        ranked, scores = self.ranked[:head].tolist(), self.ranked_scores[:head].tolist()
-        for index, value in zip(ranked, scores, strict=True):
+        ranked = zip(self.ranked[:head].tolist(), self.ranked_scores[:head].tolist(), strict=True)
+        if len(item_ids) > self.ranked_over:
+            ranked = iter(self._with_added(model, ranked, blocked))
+        for index, value in ranked:
             if index not in blocked:
                 out.append((item_ids[index], value))
                 if len(out) == k:
                     return out
         return out if len(self.ranked) < self.limit else None
+
+    def _with_added(
+        self, model: LoadedModel, ranked: Iterable[tuple[int, float]], blocked: Set[int]
+    ) -> list[tuple[int, float]]:
+        """The ranked list merged with the items added to the model after it was ranked."""
+        scores = model.item_vectors[self.ranked_over :] @ torch.from_numpy(self.vector.copy())
+        seen = set(self.seen.tolist())
+        added = [
+            (index, value)
+            for index, value in enumerate(scores.tolist(), start=self.ranked_over)
+            if index not in seen and index not in blocked
+        ]
+        # Sorted merge of two score-ordered lists; the added items can all rank anywhere.
+        return sorted([*ranked, *added], key=lambda pair: -pair[1])
 
 
 async def database_history(user_id: str, services: Services) -> list[str]:
@@ -125,8 +154,16 @@ async def encode(model: LoadedModel, history: list[str], services: Services) -> 
     """The model's vector of a history (SASRec's encoder, MF's fold-in) and its ranked list;
     None when the model knows none of the history's items."""
     indices = np.asarray(model.indices(history), dtype=np.int64)
-    if not len(indices):
+    # Items added after training (content vectors only) are masked but not encoded.
+    known = indices[indices < model.trained_items]
+    if not len(known):
         return None
-    encoded = await services.encoder.encode(model, indices)
-    limit = services.encoder.ranked_items
-    return UserState(encoded.vector.numpy(), indices, encoded.ranked, encoded.scores, limit)
+    encoded = await services.encoder.encode(model, known, indices)
+    return UserState(
+        encoded.vector.numpy(),
+        indices,
+        encoded.ranked,
+        encoded.scores,
+        services.encoder.ranked_items,
+        encoded.ranked_over,
+    )

@@ -29,7 +29,7 @@ def model(items: int = 10) -> LoadedModel:
     )
 
 
-def state(ranked: list[int], limit: int) -> UserState:
+def state(ranked: list[int], limit: int, ranked_over: int = 10) -> UserState:
     scores = np.linspace(1.0, 0.1, len(ranked), dtype=np.float32)
     return UserState(
         vector=np.arange(4, dtype=np.float32),
@@ -37,6 +37,7 @@ def state(ranked: list[int], limit: int) -> UserState:
         ranked=np.array(ranked, dtype=np.int32),
         ranked_scores=scores,
         limit=limit,
+        ranked_over=ranked_over,
     )
 
 
@@ -46,7 +47,7 @@ def test_pack_round_trip_and_foreign_blobs_are_refused() -> None:
     assert restored is not None
     for name in ("vector", "seen", "ranked", "ranked_scores"):
         np.testing.assert_array_equal(getattr(restored, name), getattr(original, name))
-    assert restored.limit == 3
+    assert restored.limit == 3 and restored.ranked_over == 10
     assert UserState.unpack(original.pack(), dim=5) is None  # another model's width
     assert UserState.unpack(original.pack()[:-1], dim=4) is None  # truncated
     assert UserState.unpack(b"\x00" * 8, dim=4) is None  # the old, shorter format
@@ -60,3 +61,14 @@ def test_answer_skips_blocked_items_and_knows_when_it_runs_out() -> None:
     assert full.answer(m, frozenset({3, 1, 4}), 2) is None  # too few left: score the catalog
     complete = state([3, 1], limit=5)  # shorter than asked: every unseen item is in it
     assert [i for i, _ in complete.answer(m, frozenset({3}), 2) or []] == ["i1"]
+
+
+def test_items_added_after_ranking_are_scored_and_merged() -> None:
+    # A state ranked over 10 items keeps serving after new catalog items join the model.
+    m = model().with_items(["new-a", "new-b", "new-c"], torch.tensor([[0.0, 0, 0, 0.3]] * 3))
+    m = m.with_items(["new-d"], torch.tensor([[0.0, 0, 0, -1.0]]))
+    assert m.trained_items == 10 and len(m.item_ids) == 14
+    ranked = state([3, 1, 4, 0], limit=4)  # scores 1.0 .. 0.1; vector . added = 0.9, -3
+    top = ranked.answer(m, frozenset({11}), 4) or []
+    assert [i for i, _ in top] == ["i3", "new-a", "new-c", "i1"]
+    assert ranked.answer(m, frozenset({3, 1, 4, 10, 12}), 4) is None  # runs out: full scoring
