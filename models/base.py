@@ -33,6 +33,9 @@ class Recommender(ABC):
     retired_fields: ClassVar[Mapping[str, Any]] = {}
     # Set by the training loop (models.train) to receive per-epoch stats for a progress bar.
     epoch_callback: Callable[[dict[str, float]], None] | None = None
+    # True for content and hybrid models: they need the items' pretrained text vectors
+    # (`set_item_features`, which models.zoo.build_model calls) and keep them in their state.
+    reads_content: ClassVar[bool] = False
 
     @abstractmethod
     def __init__(self, num_items: int, config: Any | None = None) -> None:
@@ -69,6 +72,29 @@ class Recommender(ABC):
     @abstractmethod
     def item_vectors(self) -> torch.Tensor:
         """Item representations: (I, D) float32, contiguous."""
+
+    def set_item_features(self, features: torch.Tensor) -> None:
+        """Take the items' pretrained content vectors (I, F); ID-only models ignore them."""
+        if self.reads_content:
+            raise NotImplementedError(f"{self.name} reads content but takes no item features")
+
+    def item_vectors_for(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Vectors (N, D), in the space of `item_vectors()`, of items the model never saw, from
+        their content vectors (N, F) alone; None when the model reads no content."""
+        return None
+
+    @torch.inference_mode()
+    def explain(
+        self, history: History, targets: torch.Tensor, k: int = 3, times: np.ndarray | None = None
+    ) -> list[list[int]]:
+        """For each target item vector (N, D), up to k items of `history` that contributed
+        most: by default the history items whose vectors are most similar (cosine) to it."""
+        items = np.unique(np.asarray(history, dtype=np.int64).reshape(-1))
+        if not len(items):
+            return [[] for _ in range(len(targets))]
+        vectors = torch.nn.functional.normalize(self.item_vectors()[torch.from_numpy(items)], dim=1)
+        similarity = torch.nn.functional.normalize(targets.float(), dim=1) @ vectors.T  # (N, H)
+        return top_items(similarity, items, k)
 
     @torch.inference_mode()
     def score(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
@@ -125,6 +151,21 @@ def check_tensors(expected: Mapping[str, torch.Tensor], given: Mapping[str, torc
         want = tuple(expected[name].shape)
         if tuple(tensor.shape) != want:
             raise ValueError(f"{name} has shape {tuple(tensor.shape)}, the config gives {want}")
+
+
+def top_items(
+    weights: torch.Tensor, items: np.ndarray, k: int, positive: bool = False
+) -> list[list[int]]:
+    """Per row of `weights` (N, H), the `items` (H,) of the k largest weights, ties in item
+    order; `positive`: after the first (the one that weighs most, whatever its sign), only
+    weights above zero, so every row names at least one item."""
+    order = torch.sort(weights, dim=1, descending=True, stable=True)
+    rows = []
+    for values, indices in zip(order.values[:, :k], order.indices[:, :k], strict=True):
+        keep = values > 0 if positive else torch.ones_like(values, dtype=torch.bool)
+        keep[:1] = True
+        rows.append([int(items[j]) for j in indices[keep].tolist()])
+    return rows
 
 
 def _concat(history: History, extra: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -57,6 +57,12 @@ class Popularity(Recommender):
         """Counts: (I, 1)."""
         return self.counts
 
+    def explain(
+        self, history: History, targets: torch.Tensor, k: int = 3, times: np.ndarray | None = None
+    ) -> list[list[int]]:
+        """Nothing: a popular item's score does not depend on the user's history."""
+        return [[] for _ in range(len(targets))]
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"counts": self.counts.contiguous()}
 

@@ -12,19 +12,27 @@ history does not depend on how much padding its batch needed.
 This file holds the recommender (inference, joining, persistence); the config and the network
 are models/sasrec_net.py, the training (fused loss, batching, the epoch loop)
 models/sasrec_train.py, which `fit` calls.
+
+`sasrec-hybrid` (`HybridSASRec`) is the same model reading the items' pretrained text vectors
+(`SASRecConfig.content`): an item's embedding (input and output, still tied) gains a learned
+projection of its text vector ("add"), or starts from it ("init"). An item with text but no
+training interaction has no ID embedding of its own and stays out of the training softmax, as
+an item added after training would; afterwards its vector is `cold_scale` x its content part,
+which is what `item_vectors_for` gives a new item. `id_dropout` drops random items' ID
+embeddings during training so the projection learns to score an item alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from models.base import History, Recommender, Times, torch_threads
+from models.base import History, Recommender, Times, top_items, torch_threads
 from models.data import EvalSet
 from models.sasrec_net import (
     FIRST_GAP,
@@ -37,7 +45,18 @@ from models.sasrec_net import (
 )
 from models.sasrec_train import SASRecTrainer
 
-__all__ = ["FIRST_GAP", "GAP_EDGES", "UNKNOWN_GAP", "SASRec", "SASRecConfig", "gap_buckets"]
+CONTENT = "item_content"  # the state tensor of the item text vectors (hybrid only)
+
+__all__ = [
+    "FIRST_GAP",
+    "GAP_EDGES",
+    "UNKNOWN_GAP",
+    "HybridSASRec",
+    "HybridSASRecConfig",
+    "SASRec",
+    "SASRecConfig",
+    "gap_buckets",
+]
 
 
 def length_groups(lengths: Sequence[int], max_batch: int, ratio: float = 2.0) -> list[np.ndarray]:
@@ -72,6 +91,8 @@ class SASRec(Recommender):
 
     def __init__(self, num_items: int, config: SASRecConfig | None = None) -> None:
         self.config = config or SASRecConfig()
+        if self.config.content != "off" and not self.reads_content:
+            raise ValueError(f"{self.name} reads no item content; use sasrec-hybrid")
         self._num_items = num_items
         torch.manual_seed(self.config.seed)
         self.net = SASRecNet(self.config, num_items)
@@ -103,7 +124,7 @@ class SASRec(Recommender):
         """The refit joined with this early-stopped model when `ensemble_refit` is set."""
         if not self.config.ensemble_refit or not isinstance(refit, SASRec):
             return refit
-        return SASRec.joined([refit, self])
+        return type(self).joined([refit, self])
 
     @property
     def num_items(self) -> int:
@@ -127,6 +148,8 @@ class SASRec(Recommender):
         if self.others:
             raise ValueError("a joined model is not trained further; fit a single network")
         sequences = self._training_sequences(train, times)
+        if cfg.content != "off":
+            self.net.set_trained(self._trained_items(sequences))
         torch.manual_seed(cfg.seed)
         trainer = SASRecTrainer(self, self.net, cfg, np.random.default_rng(cfg.seed))
         with torch_threads(cfg.threads or None):
@@ -136,7 +159,15 @@ class SASRec(Recommender):
                 self._restore(state, sequences)
             finally:
                 self.net.to("cpu").eval()
+        if cfg.content != "off":
+            self.net.fold_untrained()
         return report
+
+    def _trained_items(self, sequences: list[np.ndarray]) -> torch.Tensor:
+        """Which items occur in the training sequences (tokens or items): (I,) bool."""
+        width = self.num_items + 1  # a time-gap token is item + width * bucket
+        flat = np.concatenate([np.zeros(0, np.int64), *sequences]) % width
+        return torch.from_numpy(np.bincount(flat, minlength=width)[: self.num_items] > 0)
 
     def _training_sequences(self, train: Sequence[History], times: Times) -> list[np.ndarray]:
         """int64 sequences (tokens with `time_gaps`) long enough for one (input, next item) pair."""
@@ -228,29 +259,100 @@ class SASRec(Recommender):
         """The tied item tables without the padding row, side by side: (I, D * members)."""
         return torch.cat([n.items().detach().float().cpu() for n in self.nets()], 1).contiguous()
 
+    @torch.inference_mode()
+    def item_vectors_for(self, features: torch.Tensor) -> torch.Tensor | None:
+        """New items' vectors (N, D * members): each network's projection of their text."""
+        if self.config.content == "off":
+            return None
+        projections = [n.content_proj for n in self.nets() if n.content_proj is not None]
+        vectors = torch.cat([p(features.float()) for p in projections], 1)
+        return (self.config.cold_scale * vectors).contiguous()
+
+    @torch.inference_mode()
+    def explain(
+        self, history: History, targets: torch.Tensor, k: int = 3, times: np.ndarray | None = None
+    ) -> list[list[int]]:
+        """By ablation: the items among the last max_len whose removal lowers each target's score
+        most (and at all), from one batched encoding of the history without each item."""
+        window = self._window(history)
+        items = np.unique(window)
+        if not len(items):
+            return [[] for _ in range(len(targets))]
+        kept = [window != item for item in items]
+        stamps = None if times is None else np.asarray(times, np.int64)[-len(window) :]
+        rows = None if stamps is None else [stamps, *(stamps[m] for m in kept)]
+        vectors = self.user_vectors([window, *(window[m] for m in kept)], rows)  # (1 + H, D)
+        scores = vectors @ targets.float().T  # (1 + H, N)
+        return top_items((scores[0] - scores[1:]).T, items, k, positive=True)
+
     # ---- persistence ----------------------------------------------------------------------
+
+    def set_item_features(self, features: torch.Tensor) -> None:
+        """Take the items' text vectors (I, F); "init" starts the ID embeddings from them."""
+        if self.config.content == "off":
+            return
+        want = (self.num_items, self.config.content_dim)
+        if tuple(features.shape) != want:
+            raise ValueError(f"features of shape {tuple(features.shape)}, the model needs {want}")
+        for net in self.nets():
+            net.set_content(features)
+            if self.config.content == "init":
+                net.init_from_content()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         # `net`'s names stay unprefixed, so single-network checkpoints read as before.
-        return {
+        tensors = {
             f"{_prefix(i)}{k}": v.detach().cpu().clone().contiguous()
             for i, net in enumerate(self.nets())
             for k, v in net.state_dict().items()
         }
+        if self.config.content != "off":  # one copy of the text vectors for every network
+            tensors[CONTENT] = self.net.content[: self.num_items].clone().contiguous()
+        return tensors
 
     def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         parts: list[dict[str, torch.Tensor]] = [{} for _ in self.nets()]
         for name, tensor in tensors.items():
+            if name == CONTENT:
+                for net in self.nets():
+                    net.set_content(tensor)
+                continue
             member, key = _member_of(name)
             parts[member][key] = tensor
         for net, part in zip(self.nets(), parts, strict=True):
             net.load_state_dict(part)
 
 
+@dataclass
+class HybridSASRecConfig(SASRecConfig):
+    """SASRec with the item text vectors; "add" chosen on validation (tuning_sasrec.md)."""
+
+    content: str = "add"
+    content_dim: int = 384
+
+
+class HybridSASRec(SASRec):
+    """SASRec whose item embeddings read the items' pretrained text vectors."""
+
+    name: ClassVar[str] = "sasrec-hybrid"
+    Config: ClassVar[type[SASRecConfig]] = HybridSASRecConfig
+    reads_content: ClassVar[bool] = True
+
+
 def _shape(model: SASRec) -> tuple[Any, ...]:
     """What joined models must share: the catalog and every field the encoder's input uses."""
     c = model.config
-    return (model.num_items, c.max_len, c.hidden, c.blocks, c.heads, c.ffn_mult, c.time_gaps)
+    return (
+        model.num_items,
+        c.max_len,
+        c.hidden,
+        c.blocks,
+        c.heads,
+        c.ffn_mult,
+        c.time_gaps,
+        c.content,
+        c.content_dim,
+    )
 
 
 def _with_times(

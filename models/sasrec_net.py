@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.content import principal_projection
+
 # Seconds since the previous item: 0 | < 1 min | < 1 h | < 1 day | < 30 days | more; then a
 # bucket for a history's first item and one for items whose time is not known.
 GAP_EDGES = np.array([1, 60, 3600, 86400, 30 * 86400])
@@ -63,12 +65,24 @@ class SASRecConfig:
     time_gaps: bool = False  # one more input embedding per item: the bucket of the time since
     # the previous item (TiSASRec's idea, coarse); fit and scoring then take timestamps, and a
     # history without them gets the "unknown" bucket. Serving does not pass times yet.
+    content: str = "off"  # item text vectors x (sasrec-hybrid): "add": an item's embedding is
+    # its ID embedding + a learned linear projection of x; "init": ID embeddings start as x's
+    # principal directions. Either way an item without training interactions (and with text)
+    # is its content part alone, as a new item is; an item without text is ID-only.
+    content_dim: int = 0  # width F of the item text vectors (build_model sets it from them)
+    id_dropout: float = 0.0  # content "add": the chance that an item's ID embedding is left out
+    # of a training step's table, so that its text projection alone must score it (DropoutNet,
+    # Volkovs et al. 2017): all an item nobody trained on has
+    cold_scale: float = 1.0  # content on: the vector of an item without training interactions
+    # (or a new item) is cold_scale x its content part (> 1 undoes the projection's shrinkage)
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
         if self.loss not in ("ce", "sampled"):
             raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
+        if self.content not in ("off", "add", "init"):
+            raise ValueError(f"content must be 'off', 'add' or 'init', not {self.content!r}")
         if self.members < 1:
             raise ValueError(f"members must be at least 1, not {self.members}")
         if self.device != "auto" and torch.device(self.device).type not in ("cpu", "cuda"):
@@ -153,6 +167,8 @@ class SASRecNet(nn.Module):
     """Item + position embeddings, causal blocks, final LayerNorm; item table doubles as output."""
 
     empty_user: torch.Tensor
+    content: torch.Tensor  # (I + 1, F), with content only
+    keep_id: torch.Tensor  # (I + 1,) bool, with content only
 
     def __init__(self, cfg: SASRecConfig, num_items: int) -> None:
         super().__init__()
@@ -164,6 +180,19 @@ class SASRecNet(nn.Module):
         self.ln_out = nn.LayerNorm(cfg.hidden)
         # With time gaps, an input token is item + (num_items + 1) * gap bucket.
         self.gap_emb = nn.Embedding(UNKNOWN_GAP + 1, cfg.hidden) if cfg.time_gaps else None
+        # Content: the projection of the item text vectors; "init" keeps it fixed (with the bias
+        # that centres the text vectors), the map the ID embeddings started from.
+        self.content_mode = cfg.content
+        self.content_proj: nn.Linear | None = None
+        if cfg.content != "off":
+            self.content_proj = nn.Linear(cfg.content_dim, cfg.hidden, bias=cfg.content == "init")
+            # The text vectors (I + 1, F), padding row zero: kept once by the recommender for
+            # every joined network, so not in this state dict; and which items keep their ID
+            # embedding (trained, or without text): False only during a fit.
+            self.register_buffer("content", torch.zeros(num_items + 1, cfg.content_dim), False)
+            self.register_buffer("keep_id", torch.ones(num_items + 1, dtype=torch.bool), False)
+        self.id_dropout, self.cold_scale = cfg.id_dropout, cfg.cold_scale
+        self.dropped: torch.Tensor | None = None  # this training step's ID-dropout mask
         # Mean training user vector: the representation of an empty history.
         self.register_buffer("empty_user", torch.zeros(cfg.hidden))
         self.apply(_init_weights)
@@ -172,10 +201,16 @@ class SASRecNet(nn.Module):
         """Item plus position embeddings (B, L, D) of right-padded sequences (B, L)."""
         pos = torch.arange(seqs.shape[1], device=seqs.device)  # (L,)
         if self.gap_emb is None:
-            return self.drop(self.item_emb(seqs) + self.pos_emb(pos))  # (B, L, D)
+            return self.drop(self._item_embed(seqs) + self.pos_emb(pos))  # (B, L, D)
         width = self.pad + 1
         items, gaps = seqs % width, seqs // width
-        return self.drop(self.item_emb(items) + self.pos_emb(pos) + self.gap_emb(gaps))
+        return self.drop(self._item_embed(items) + self.pos_emb(pos) + self.gap_emb(gaps))
+
+    def _item_embed(self, items: torch.Tensor) -> torch.Tensor:
+        """Input item embeddings (B, L, D): rows of the (tied) item table."""
+        if self.content_proj is None:
+            return self.item_emb(items)
+        return F.embedding(items, self.table(), padding_idx=self.pad)
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, D) for right-padded item sequences (B, L)."""
@@ -196,7 +231,78 @@ class SASRecNet(nn.Module):
 
     def items(self) -> torch.Tensor:
         """Output item table without the padding row: (I, D)."""
-        return self.item_emb.weight[: self.pad]
+        return self.table()[: self.pad]
+
+    def table(self) -> torch.Tensor:
+        """The item table (I + 1, D), padding row last and zero: the ID embeddings, with
+        content "add" plus the text projection, with "init" the projection where an item has
+        no ID embedding of its own (`keep_id`)."""
+        if self.content_proj is None:
+            return self.item_emb.weight
+        from_text = self.content_proj(self.content)  # (I + 1, D)
+        if self.content_mode == "add":
+            keep = self.keep_id if self.dropped is None else self.keep_id & ~self.dropped
+            return self.item_emb.weight * keep[:, None] + from_text
+        return torch.where(self.keep_id[:, None], self.item_emb.weight, from_text)
+
+    def drop_ids(self) -> None:
+        """Draw the next training step's ID dropout (content "add" with id_dropout only)."""
+        if self.content_mode == "add" and self.id_dropout > 0:
+            self.dropped = torch.rand(self.keep_id.shape, device=self.keep_id.device)
+            self.dropped = self.dropped < self.id_dropout
+
+    def softmax_items(self) -> torch.Tensor | None:
+        """The items a training softmax ranks: all (None), or with content only those with an
+        ID embedding of their own: an untrained item stays out, as a new item would be."""
+        if self.content_proj is None or bool(self.keep_id.all()):
+            return None
+        return self.keep_id[: self.pad].nonzero().squeeze(1)
+
+    # ---- content ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def set_content(self, features: torch.Tensor) -> None:
+        """Take the item text vectors (I, F)."""
+        self.content[: self.pad] = features.to(self.content)
+
+    @torch.no_grad()
+    def init_from_content(self) -> None:
+        """ "init": the fixed map onto the text vectors' principal directions (scaled to the
+        embeddings' init std), and the ID embeddings of the items with text set to it."""
+        assert self.content_proj is not None
+        dim = self.item_emb.weight.shape[1]
+        weight, bias = principal_projection(self.content[: self.pad], dim, std=0.02)
+        self.content_proj.weight.copy_(weight.T)
+        self.content_proj.requires_grad_(False)
+        assert self.content_proj.bias is not None
+        self.content_proj.bias.copy_(bias)
+        has_text = self._has_text()
+        self.item_emb.weight[has_text] = self.content_proj(self.content)[has_text]
+
+    def _has_text(self) -> torch.Tensor:
+        """Which rows have a text vector: (I + 1,) bool, the padding row False."""
+        return self.content.abs().sum(1) > 0
+
+    @torch.no_grad()
+    def set_trained(self, trained: torch.Tensor) -> None:
+        """Before a fit: items with text and no training interaction (I,) bool False have no ID
+        embedding of their own, exactly as a new item."""
+        self.keep_id[: self.pad] = trained.to(self.keep_id.device)
+        self.keep_id |= ~self._has_text()
+
+    @torch.no_grad()
+    def fold_untrained(self) -> None:
+        """After a fit: write the table's rows of untrained items into the ID embeddings as
+        cold_scale x their content part ("add": the ID part that adds it; "init": the rows), so
+        the table needs no mask."""
+        assert self.content_proj is not None
+        untrained, self.dropped = ~self.keep_id, None
+        from_text = self.content_proj(self.content)[untrained]
+        if self.content_mode == "add":
+            self.item_emb.weight[untrained] = (self.cold_scale - 1.0) * from_text
+        else:
+            self.item_emb.weight[untrained] = self.cold_scale * from_text
+        self.keep_id.fill_(True)
 
 
 def _init_weights(module: nn.Module) -> None:

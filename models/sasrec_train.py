@@ -214,6 +214,7 @@ class SASRecTrainer:
             seqs = [train[i] for i in batch]
             ends = self._window_ends(seqs)
             inputs, targets = training_pairs(seqs, self.config.max_len, self.net.pad, ends)
+            self.net.drop_ids()
             loss = self._loss(inputs.to(device), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,6 +222,7 @@ class SASRecTrainer:
             schedule.step()
             total, count = total + loss.item(), count + 1
         self.net.eval()
+        self.net.dropped = None
         return total / max(count, 1)
 
     def _window_ends(self, seqs: list[np.ndarray]) -> list[int]:
@@ -242,6 +244,9 @@ class SASRecTrainer:
             inputs, targets = inputs % (self.net.pad + 1), targets % (self.net.pad + 1)
         states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
         items = self.net.items()  # (I, D)
+        among = self.net.softmax_items()  # None: all items
+        if among is not None:
+            inputs, labels, items = _within(among, inputs, labels, items, self.net.pad + 1)
         if cfg.loss == "ce":
             excluded = seen_items(inputs, keep) if cfg.mask_history else None
             return LinearCrossEntropy.apply(states, items, labels, excluded)
@@ -252,7 +257,7 @@ class SASRecTrainer:
     ) -> torch.Tensor:
         """Cross-entropy over each positive and n_negatives uniform items shared by the batch."""
         negatives = torch.from_numpy(
-            self.rng.integers(0, self.model.num_items, self.config.n_negatives)
+            self.rng.integers(0, items.shape[0], self.config.n_negatives)
         ).to(states.device)
         positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)
         negative = states @ items[negatives].T  # (N, K)
@@ -269,6 +274,20 @@ class SASRecTrainer:
         """True when another epoch of the average length would overrun `max_seconds`."""
         budget = self.config.max_seconds
         return budget is not None and elapsed * (epochs_done + 1) / epochs_done > budget
+
+
+def _within(
+    among: torch.Tensor,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    items: torch.Tensor,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss over the items `among` (K,) only: inputs and labels as positions in it (every
+    trained item is in it; padding maps to -1 and is never read), and their table rows."""
+    position = torch.full((width,), -1, dtype=torch.long, device=among.device)
+    position[among] = torch.arange(len(among), device=among.device)
+    return position[inputs], position[labels], items[among]
 
 
 def _report(

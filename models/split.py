@@ -1,8 +1,10 @@
-"""k-core filtering, chronological leave-one-out, temporal splits, retrain's hold-out and the
-split shifted one step back (for choosing a protocol without reading test)."""
+"""k-core filtering, chronological leave-one-out, temporal splits, retrain's hold-out, the
+split shifted one step back (for choosing a protocol without reading test) and the cold-item
+split (items no model has seen in training, for content and hybrid models)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +25,8 @@ __all__ = [
     "EvalSet",
     "LeaveOneOut",
     "build_leave_one_out",
+    "cold_item_split",
+    "cold_test_users",
     "holdout_split",
     "kcore_filter",
     "leave_one_out_rows",
@@ -190,4 +194,89 @@ def shift_back(data: LeaveOneOut) -> LeaveOneOut:
         train_times=None if times is None else [t[:-1] for t in times],
         val_times=None if times is None else np.array([t[-1] for t in times], dtype=np.int64),
         test_times=data.val_times,
+    )
+
+
+def cold_item_split(
+    data: LeaveOneOut, fraction: float = 0.1, min_count: int = 5, seed: int = 0
+) -> tuple[LeaveOneOut, np.ndarray]:
+    """The split with a fraction of the items made cold, and those items' indices (sorted).
+
+    Recipe (bench/results/cold_items/README.md):
+    1. count each item's interactions over train + val + test (one count per row);
+    2. the eligible items are those with at least `min_count`, in index order; draw
+       round(fraction x their number) of them with `np.random.default_rng(seed).choice(...,
+       replace=False)` and sort them: the cold items;
+    3. remove the cold items, with their timestamps, from every train history;
+    4. a user whose val item is cold gets the last train item left as val (with its time), so
+       val is still the item just before test in what remains; a user with no train item left
+       for it is dropped from the split (train, val and test);
+    5. test is kept as it is, and so is the catalog: every model ranks all items, cold ones
+       included. The test users whose target is cold form the cold slice (`cold_test_users`),
+       the others the warm slice.
+    No cold item is in any train or val history or val target: a model meets them in test only.
+    """
+    counts = _item_counts(data)
+    eligible = np.flatnonzero(counts >= min_count)
+    size = round(fraction * len(eligible))
+    cold = np.sort(np.random.default_rng(seed).choice(eligible, size=size, replace=False))
+    is_cold = np.zeros(data.num_items, dtype=bool)
+    is_cold[cold] = True
+    split = _without_items(data, is_cold)
+    recipe = {"fraction": fraction, "min_count": min_count, "seed": seed, "items": size}
+    split.meta = {**data.meta, "cold_items": recipe}
+    return split, cold.astype(np.int64)
+
+
+def cold_test_users(data: LeaveOneOut, cold_items: np.ndarray) -> np.ndarray:
+    """Which test users' target is a cold item: (U,) bool (the cold slice; the rest is warm)."""
+    return np.isin(data.test, cold_items) & (data.test >= 0)
+
+
+def _item_counts(data: LeaveOneOut) -> np.ndarray:
+    """Interactions per item over train, val and test: (I,) int64 (-1 targets not counted)."""
+    targets = np.concatenate([data.val, data.test])
+    flat = np.concatenate([np.zeros(0, np.int64), *data.train, targets[targets >= 0]])
+    return np.bincount(flat, minlength=data.num_items).astype(np.int64)
+
+
+def _without_items(data: LeaveOneOut, removed: np.ndarray) -> LeaveOneOut:
+    """Steps 3 and 4 of `cold_item_split`: `removed` (I,) bool out of train and val."""
+    kept = [~removed[h] for h in data.train]
+    times = data.train_times
+    split = dataclasses.replace(
+        data,
+        train=[h[m] for h, m in zip(data.train, kept, strict=True)],
+        val=data.val.copy(),
+        train_times=None if times is None else [t[m] for t, m in zip(times, kept, strict=True)],
+        val_times=None if data.val_times is None else data.val_times.copy(),
+    )
+    moved = (data.val >= 0) & removed[np.maximum(data.val, 0)]
+    stranded = moved & np.array([not len(h) for h in split.train], dtype=bool)
+    for user in np.flatnonzero(moved & ~stranded):
+        _last_train_to_val(split, int(user))
+    return _users(split, ~stranded) if stranded.any() else split
+
+
+def _last_train_to_val(data: LeaveOneOut, user: int) -> None:
+    """In place: the user's last train item (and its time) becomes the val item."""
+    data.val[user], data.train[user] = data.train[user][-1], data.train[user][:-1]
+    if data.train_times is not None and data.val_times is not None:
+        stamps = data.train_times[user]
+        data.val_times[user], data.train_times[user] = stamps[-1], stamps[:-1]
+
+
+def _users(data: LeaveOneOut, keep: np.ndarray) -> LeaveOneOut:
+    """The split restricted to the users where `keep` (U,) bool is True."""
+    rows = np.flatnonzero(keep)
+    times = data.train_times
+    return dataclasses.replace(
+        data,
+        user_ids=IdMap(data.user_ids.ids[u] for u in rows),
+        train=[data.train[u] for u in rows],
+        val=data.val[rows],
+        test=data.test[rows],
+        train_times=None if times is None else [times[u] for u in rows],
+        val_times=None if data.val_times is None else data.val_times[rows],
+        test_times=None if data.test_times is None else data.test_times[rows],
     )

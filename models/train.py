@@ -7,7 +7,9 @@ Protocol (datasets README, section 4; the one the reference numbers use):
 The refit model (for SASRec, joined with the step-1 model: `Recommender.with_refit`) is the one
 to serve and save. `refit=False` serves the step-1 model and evaluates test on it. Data without
 known test targets (every test item -1, as `load_train_val` and `holdout_split` give) is only
-validated. Item timestamps go to every fit; models that do not use them ignore them.
+validated. Item timestamps go to every fit; models that do not use them ignore them. Content and
+hybrid models take the items' pretrained text vectors (`item_features`) in both fits; ID-only
+models ignore them.
 """
 
 from __future__ import annotations
@@ -131,11 +133,13 @@ def _refit_model(
     fit_report: dict[str, Any],
     seed: int,
     progress: bool,
+    item_features: np.ndarray | None = None,
 ) -> tuple[Recommender, _Timed]:
     """Step 2: a fresh model fit on train + val for step 1's best epoch count, as the model
     to serve (`model.with_refit`: the refit itself, or joined with `model`)."""
     seed_everything(seed)
-    refit = build_model(name, data.num_items, _refit_overrides(model, fit_report))
+    overrides = _refit_overrides(model, fit_report)
+    refit = build_model(name, data.num_items, overrides, item_features)
     times = data.train_plus_val_times()
     timed = _fit(refit, data.train_plus_val(), None, progress, f"{name} refit", times)
     return model.with_refit(refit), timed
@@ -157,17 +161,21 @@ def train_model(
     seed: int = 0,
     refit: bool = True,
     progress: bool = False,
+    item_features: np.ndarray | None = None,
 ) -> Trained:
-    """Train model `name` on `data` under the protocol above."""
+    """Train model `name` on `data` under the protocol above (`item_features` (I, F): the
+    items' pretrained text vectors, needed by models that read content)."""
     config = _seeded(name, overrides, seed)
     seed_everything(seed)
-    fitted = build_model(name, data.num_items, config)
+    fitted = build_model(name, data.num_items, config, item_features)
     popularity = data.item_popularity()
     first = _fit(fitted, data.train, data.val_set(), progress, f"{name} fit", data.train_times)
     val = evaluate(fitted, data.val_set(), item_popularity=popularity)
     model, second = fitted, None
     if refit:
-        model, second = _refit_model(name, data, fitted, first.report, seed, progress)
+        model, second = _refit_model(
+            name, data, fitted, first.report, seed, progress, item_features
+        )
     report = TrainReport(
         model=name,
         config=model.config_dict(),

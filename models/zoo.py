@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import numpy as np
+import torch
 
 from models.base import Recommender
 from models.config import config_class, make_config
@@ -27,6 +31,9 @@ _PATHS = {
     "ials": "models.mf:PlainIALS",
     "ease": "models.ease:EASE",
     "sasrec": "models.sasrec:SASRec",
+    "content": "models.content_model:ContentRecommender",
+    "mf-hybrid": "models.mf:HybridIALS",
+    "sasrec-hybrid": "models.sasrec:HybridSASRec",
 }
 
 
@@ -59,12 +66,38 @@ def get_model_class(name: str) -> type[Recommender]:
 
 
 def build_model(
-    name: str, num_items: int, overrides: Mapping[str, Any] | None = None
+    name: str,
+    num_items: int,
+    overrides: Mapping[str, Any] | None = None,
+    item_features: np.ndarray | torch.Tensor | None = None,
 ) -> Recommender:
-    """A fresh, untrained model `name` for `num_items` items with config overrides."""
+    """A fresh, untrained model `name` for `num_items` items with config overrides; a model
+    that reads content takes `item_features` (I, F), the items' pretrained text vectors
+    (ValueError without them), and ID-only models ignore them."""
     model_class = get_model_class(name)
-    config = make_config(config_class(model_class), overrides)
-    return model_class(num_items, config)
+    settings = config_class(model_class)
+    overrides = dict(overrides or {})
+    features = None
+    if model_class.reads_content:
+        features = checked_features(name, item_features, num_items)
+        if "content_dim" in {f.name for f in dataclasses.fields(settings)}:
+            overrides.setdefault("content_dim", features.shape[1])  # the encoder's width
+    model = model_class(num_items, make_config(settings, overrides))
+    if features is not None:
+        model.set_item_features(features)
+    return model
+
+
+def checked_features(
+    name: str, features: np.ndarray | torch.Tensor | None, num_items: int
+) -> torch.Tensor:
+    """Item features as a (num_items, F) float32 tensor; ValueError when missing or misshapen."""
+    if features is None:
+        raise ValueError(f"{name} reads item content: give it item features (e.g. --catalog)")
+    tensor = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    if tensor.dim() != 2 or tensor.shape[0] != num_items:
+        raise ValueError(f"item features of shape {tuple(tensor.shape)} for {num_items} items")
+    return tensor
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import LeaveOneOut, is_split_dir, load_train_val, resolve_data_path
+from models.data import IdMap, LeaveOneOut, is_split_dir, load_train_val, resolve_data_path
 from models.split import load_dataset
 
 RESULTS = Path(__file__).parent / "results"
@@ -28,3 +28,18 @@ def load_validation(path: str | Path) -> LeaveOneOut:
 def rounded(metrics: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
     """The named metrics rounded to 4 places."""
     return {k: round(metrics[k], 4) for k in keys}
+
+
+def catalog_features(
+    item_ids: IdMap, catalog: str | Path | None, cache: str | Path = "var/content-cache"
+) -> np.ndarray | None:
+    """The items' text vectors (I, F) from a catalog (models.content: the packaged encoder,
+    vectors cached on disk), or None without a catalog."""
+    if catalog is None:
+        return None
+    from models.content import TextEncoder, VectorCache, item_features, load_item_texts
+
+    features, _ = item_features(
+        item_ids, load_item_texts(catalog), TextEncoder(), VectorCache(cache)
+    )
+    return features

@@ -3,10 +3,12 @@
 Usage:
   nice python -m research.tune --model mf --set factors=64,128 --set unobserved_weight=0.1,0.3
   nice python -m research.tune --model sasrec --tag lr3e-3 --set lr=0.003 --set threads=1
+  nice python -m research.tune --model sasrec-hybrid --catalog ml-1m --set content=add,init
   python -m research.tune --model sasrec --render
 Every point of the grid (the product of the comma-separated `--set` values) is fit on train
 with early stopping on val and appended as one JSON line (config, validation NDCG@10 and HR@10,
-best epoch, timings, the validation curve, the machine load while it ran) to
+best epoch, timings, the validation curve, the machine load while it ran; the catalog whose
+item texts content and hybrid models read, `--catalog`) to
 research/results/tuning_<model>.jsonl; --render prints the Markdown table of every recorded run,
 best validation NDCG@10 first.
 """
@@ -22,10 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.data import LeaveOneOut
 from models.metrics import evaluate
 from models.zoo import build_model, parse_overrides
-from research.common import RESULTS, load_validation
+from research.common import RESULTS, catalog_features, load_validation
 
 # Config fields that say how a run was executed, not what was trained: never table columns.
 RUN_FIELDS = ("num_items", "progress", "threads", "device", "chunk_elements")
@@ -39,9 +43,15 @@ def grid(items: Sequence[str]) -> list[dict[str, str]]:
     ]
 
 
-def run_point(name: str, data: LeaveOneOut, overrides: dict[str, str], tag: str) -> dict[str, Any]:
+def run_point(
+    name: str,
+    data: LeaveOneOut,
+    overrides: dict[str, str],
+    tag: str,
+    item_features: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Fit one config with early stopping on validation: its tuning-log row."""
-    model = build_model(name, data.num_items, overrides)
+    model = build_model(name, data.num_items, overrides, item_features)
     load_before, start = os.getloadavg()[0], time.perf_counter()
     report = model.fit(data.train, data.val_set(), data.train_times)
     seconds = time.perf_counter() - start
@@ -96,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="field=v1,v2,... (repeat)")
     parser.add_argument("--tag", default="run")
     parser.add_argument("--data", default="ml1m-half-loo")
+    parser.add_argument("--catalog", help="item texts for content/hybrid models, e.g. ml-1m")
+    parser.add_argument("--content-cache", default="var/content-cache")
     parser.add_argument("--log", type=Path, help="default research/results/tuning_<model>.jsonl")
     parser.add_argument("--render", action="store_true")
     args = parser.parse_args(argv)
@@ -104,8 +116,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(render(read_log(log)))
         return
     data = load_validation(args.data)
+    features = catalog_features(data.item_ids, args.catalog, args.content_cache)
     for overrides in grid(args.set):
-        row = run_point(args.model, data, overrides, args.tag)
+        row = run_point(args.model, data, overrides, args.tag, features)
+        if args.catalog:
+            row["catalog"] = args.catalog
         with log.open("a") as out:
             out.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

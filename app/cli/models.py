@@ -45,6 +45,36 @@ def _load_data(path: str) -> Any:
         raise typer.BadParameter(str(exc), param_hint="--data") from exc
 
 
+CATALOG_HELP = (
+    "Item texts for content and hybrid models (content, mf-hybrid, sasrec-hybrid): a catalog "
+    "CSV/JSONL or a MovieLens directory (e.g. ml-1m, also looked up under RECSYS_DATA_DIR); "
+    "encoded once by the packaged sentence encoder and cached in --content-cache."
+)
+
+
+def _content_inputs(dataset: Any, catalog: str | None, cache: Path) -> Any:
+    """The dataset items' text vectors from `catalog` (models.compare.ContentInputs), or None."""
+    if catalog is None:
+        return None
+    from models.compare import ContentInputs
+    from models.content import TextEncoder, VectorCache, item_features, load_item_texts
+    from models.data import dataset_name
+
+    try:
+        texts = load_item_texts(catalog)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--catalog") from exc
+    encoder = TextEncoder()
+    features, has_text = item_features(dataset.item_ids, texts, encoder, VectorCache(cache))
+    meta = {
+        "catalog": dataset_name(catalog),
+        "encoder": encoder.name,
+        "items_with_text": int(has_text.sum()),
+    }
+    typer.echo(f"item texts: {meta['items_with_text']} of {len(has_text)} items from {catalog}")
+    return ContentInputs(features=features, meta=meta)
+
+
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:
     """One line of rounded metrics."""
     typer.echo(f"{title}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -58,22 +88,34 @@ def train(
     seed: int = typer.Option(0, help="Random seed."),
     refit: bool = typer.Option(True, help="Refit on train+val before the test evaluation."),
     overwrite: bool = typer.Option(False, help="Replace an existing checkpoint directory."),
+    catalog: str | None = typer.Option(None, help=CATALOG_HELP),
+    content_cache: Path = typer.Option(Path("var/content-cache"), help="Text vector cache."),
 ) -> None:
     """Train a model, evaluate it on validation and test, and save a checkpoint.
 
     Example: recsys train --model mf --data ml1m-half-loo --out var/models/mf-v1 --set factors=128
+    Content: recsys train --model sasrec-hybrid --data ml1m-half-loo --catalog ml-1m --out DIR
     """
     from models.train import save_trained, train_model
 
     dataset = _load_data(data)
+    content = _content_inputs(dataset, catalog, content_cache)
+    features = None if content is None else content.features
     try:
         trained = train_model(
-            model, dataset, parse_settings(settings), seed=seed, refit=refit, progress=True
+            model,
+            dataset,
+            parse_settings(settings),
+            seed=seed,
+            refit=refit,
+            progress=True,
+            item_features=features,
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     report = trained.report
-    path = save_trained(trained.model, report, dataset, out, overwrite=overwrite)
+    extra = {} if content is None else content.checkpoint_meta()
+    path = save_trained(trained.model, report, dataset, out, overwrite=overwrite, **extra)
     _print_metrics("val ", report.val)
     _print_metrics("test", report.test)
     refit_note = "" if report.refit_seconds is None else f", refit {report.refit_seconds:.1f} s"
@@ -124,17 +166,31 @@ def compare(
     settings: list[str] = typer.Option([], "--set", help="Override model.key=value (repeat)."),
     seed: int = typer.Option(0, help="Random seed."),
     reuse: bool = typer.Option(False, help="Reuse checkpoints in OUT/checkpoints trained on DATA."),
+    catalog: str | None = typer.Option(None, help=CATALOG_HELP),
+    content_cache: Path = typer.Option(Path("var/content-cache"), help="Text vector cache."),
+    cold_items: float | None = typer.Option(
+        None,
+        help="Evaluate on the cold-item split (models.split.cold_item_split): this fraction of "
+        "the items with >= 5 interactions leaves train and validation; adds cold/warm slices.",
+    ),
 ) -> None:
     """Train (or reuse) several models on one dataset and write a comparison table and charts.
 
     Example: recsys compare --data ml1m-half-loo --out var/compare --models popularity,ease,mf
+    Cold items: recsys compare --data ml1m-half-loo --catalog ml-1m --cold-items 0.1
+    --models popularity,mf,mf-hybrid,content --out var/cold
     """
     from models.compare import compare_models
+    from models.split import cold_item_split
 
     names = [n.strip() for n in models.split(",") if n.strip()]
-    dataset = _load_data(data)
+    dataset, cold = _load_data(data), None
+    if cold_items is not None:
+        dataset, cold = cold_item_split(dataset, fraction=cold_items)
+    content = _content_inputs(dataset, catalog, content_cache)
+    overrides = parse_model_settings(settings)
     try:
-        compare_models(dataset, names, out, parse_model_settings(settings), seed, reuse, True)
+        compare_models(dataset, names, out, overrides, seed, reuse, True, content, cold)
     except (KeyError, ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo((out / "compare.md").read_text())

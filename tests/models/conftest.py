@@ -30,6 +30,15 @@ def checkerboard() -> tuple[list[np.ndarray], np.ndarray]:
     return histories, np.array(withheld, dtype=np.int64)
 
 
+def checkerboard_features(dim: int = 8, seed: int = 0) -> np.ndarray:
+    """Text vectors for the checkerboard's items (I, dim), unit length: each item's block
+    direction plus a little item noise, so items of one block read alike."""
+    rng = np.random.default_rng(seed)
+    blocks = np.arange(NUM_ITEMS) // ITEMS_PER_BLOCK
+    features = np.eye(dim, dtype=np.float32)[blocks] + 0.1 * rng.normal(size=(NUM_ITEMS, dim))
+    return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
+
+
 def random_loo(users: int = 60, items: int = 40, seed: int = 0) -> LeaveOneOut:
     """A small leave-one-out dataset with clustered random histories."""
     rng = np.random.default_rng(seed)

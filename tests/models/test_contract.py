@@ -15,7 +15,7 @@ import torch
 from models.base import Recommender, mask_items, rank_items
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.zoo import MODELS, build_model
-from tests.models.conftest import NUM_ITEMS, checkerboard
+from tests.models.conftest import NUM_ITEMS, checkerboard, checkerboard_features
 
 # Small, fast configs for the tiny checkerboard data.
 TEST_CONFIGS: dict[str, dict[str, Any]] = {
@@ -36,13 +36,15 @@ TEST_CONFIGS: dict[str, dict[str, Any]] = {
         "seed": 3,
     },
 }
+TEST_CONFIGS["mf-hybrid"] = TEST_CONFIGS["mf"]
+TEST_CONFIGS["sasrec-hybrid"] = TEST_CONFIGS["sasrec"]
 # Models that rank by personal taste; popularity ranks everyone alike by design.
-PERSONALISED = {"ease", "mf", "sasrec"}
+PERSONALISED = {"ease", "mf", "sasrec", "content", "mf-hybrid", "sasrec-hybrid"}
 
 
 def _available(name: str) -> bool:
     """False when the model's module cannot be imported yet (being written elsewhere)."""
-    module = {"sasrec": "models.sasrec"}.get(name)
+    module = {"sasrec": "models.sasrec", "sasrec-hybrid": "models.sasrec"}.get(name)
     if module is None:
         return True
     try:
@@ -64,7 +66,8 @@ def trained(request: pytest.FixtureRequest) -> Recommender:
     name = request.param
     if name not in _TRAINED:
         histories, _ = checkerboard()
-        model = build_model(name, NUM_ITEMS, TEST_CONFIGS.get(name, {}))
+        features = checkerboard_features()  # ID-only models ignore them
+        model = build_model(name, NUM_ITEMS, TEST_CONFIGS.get(name, {}), features)
         torch.manual_seed(0)
         model.fit(histories)
         _TRAINED[name] = model
@@ -175,6 +178,37 @@ def test_from_state_ignores_unknown_config_fields(trained: Recommender) -> None:
     restored = type(trained).from_state(config, trained.state_tensors())
     histories, _ = checkerboard()
     assert torch.equal(restored.score(histories), trained.score(histories))
+
+
+def test_content_models_need_item_features_and_keep_them_in_their_state(
+    trained: Recommender,
+) -> None:
+    if not trained.reads_content:
+        assert trained.item_vectors_for(torch.ones(2, 8)) is None
+        return
+    with pytest.raises(ValueError, match="reads item content"):
+        build_model(trained.name, NUM_ITEMS, TEST_CONFIGS.get(trained.name, {}))
+    with pytest.raises(ValueError, match="item features of shape"):
+        build_model(trained.name, NUM_ITEMS, {}, checkerboard_features()[:-1])
+    assert any(t.shape == (NUM_ITEMS, 8) for t in trained.state_tensors().values())
+
+
+def test_new_items_get_vectors_from_their_content(trained: Recommender) -> None:
+    if not trained.reads_content:
+        pytest.skip("an ID-only model has no vector for an item it never saw")
+    features = torch.from_numpy(checkerboard_features(seed=1)[:3])
+    vectors = trained.item_vectors_for(features)
+    assert vectors is not None and vectors.dtype == torch.float32
+    assert vectors.shape == (3, trained.item_vectors().shape[1]) and torch.isfinite(vectors).all()
+
+
+def test_explain_returns_history_items_only(trained: Recommender) -> None:
+    histories, _ = checkerboard()
+    targets = trained.item_vectors()[:4]
+    reasons = trained.explain(histories[0], targets, k=2)
+    assert len(reasons) == 4
+    assert all(len(r) <= 2 and set(r) <= set(histories[0].tolist()) for r in reasons)
+    assert trained.explain(np.array([], dtype=np.int64), targets) == [[], [], [], []]
 
 
 def test_rank_items_masks_blocked_items_and_caps_k() -> None:

@@ -378,3 +378,28 @@ def test_checkpoints_with_removed_options_on_are_refused(
 def test_removed_options_are_no_config_fields(field: str) -> None:
     with pytest.raises(TypeError, match=field):
         tiny_config(**{field: 1})
+
+
+def _score_without(model: SASRec, history: np.ndarray, items: list[int], target: int) -> float:
+    """The target's score for the history with `items` removed."""
+    kept = history[~np.isin(history, items)]
+    return float(model.user_vectors([kept])[0] @ model.item_vectors()[target])
+
+
+def test_explain_names_the_items_whose_removal_lowers_the_score_most(trained: SASRec) -> None:
+    history, target = np.arange(3, 9), 9  # the cycle's next item after 8 is 9
+    [reasons] = trained.explain(history, trained.item_vectors()[[target]], k=2)
+    assert reasons and reasons[0] == 8  # the walk's last step says most about the next one
+    full = _score_without(trained, history, [], target)
+    drops = {int(i): full - _score_without(trained, history, [int(i)], target) for i in history}
+    assert all(drops[i] > 0 for i in reasons)
+    assert drops[reasons[0]] == pytest.approx(max(drops.values()), abs=1e-5)
+    others = [i for i in drops if i not in reasons]
+    rng = np.random.default_rng(0)
+    assert drops[reasons[0]] > drops[int(rng.choice(others))]
+
+
+def test_explain_looks_at_the_last_max_len_items_only(trained: SASRec) -> None:
+    history = np.arange(20) % NUM_ITEMS  # max_len is 12: items 8..19 are encoded
+    reasons = trained.explain(history, trained.item_vectors()[[20, 5]], k=12)
+    assert all(set(r) <= set(range(8, 20)) for r in reasons)

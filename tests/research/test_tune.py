@@ -59,3 +59,19 @@ def test_rows_of_the_old_tuners_still_render() -> None:
     )
     assert lines[2] == "| X1-pos-end | - | end | 0.1839 | 0.3171 | 34 | 527.2 | 0.75-2.0 |"
     assert lines[3] == "| g64a | 64 | - | 0.0334 | - | 8 | 14.31 | - |"
+
+
+def test_tune_gives_hybrids_the_catalog_texts(tmp_path: Path) -> None:
+    ratings = write_ratings_csv(tmp_path / "ratings.csv")
+    catalog = tmp_path / "catalog.csv"
+    rows = [f"{i},Film {i},{'Comedy' if i % 2 else 'Drama'}" for i in range(1, 26)]
+    catalog.write_text("item_id,title,genres\n" + "\n".join(rows) + "\n")
+    log = tmp_path / "tuning_mf-hybrid.jsonl"
+    args = ["--model", "mf-hybrid", "--data", str(ratings), "--log", str(log)]
+    args += ["--catalog", str(catalog), "--content-cache", str(tmp_path / "cache")]
+    tune.main([*args, "--set", "content=add,init", "--set", "factors=4", "--set", "iterations=2"])
+    rows_logged = tune.read_log(log)
+    assert [r["config"]["content"] for r in rows_logged] == ["add", "init"]
+    assert all(
+        r["catalog"] == str(catalog) and r["config"]["content_dim"] == 384 for r in rows_logged
+    )
