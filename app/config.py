@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # shown at most this long before them.
     attribution_window_s: int = Field(default=1800, ge=0)
     conversion_types: tuple[str, ...] = ("purchase",)
+    # The pretrained text encoder of the catalog's content vectors: a local directory or the
+    # installed package's name; unset: the packaged all-MiniLM-L6-v2. encode_catalog=false
+    # turns content vectors off (no encoder is loaded; content models cannot take new items).
+    text_encoder: str | None = None
+    encode_catalog: bool = True
     # How often each replica re-reads models on disk, experiments, popular and inactive items.
     refresh_interval_s: float = Field(default=10.0, gt=0)
     # Train small demo checkpoints at startup when the model directory is empty (make run).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +18,17 @@ from pydantic import TypeAdapter
 from sqlalchemy import exc as sa_exc
 from starlette.requests import ClientDisconnect
 
-from app.api import compare, events, experiments, health, items, models, recommend, users
+from app.api import (
+    compare,
+    events,
+    experiments,
+    health,
+    items,
+    models,
+    recommend,
+    similar,
+    users,
+)
 from app.cache import make_cache
 from app.config import Settings, get_settings
 from app.db.session import make_engine, make_sessionmaker
@@ -88,12 +99,26 @@ def _lifespan(settings: Settings) -> Any:
     return lifespan
 
 
+def _json_safe(value: Any) -> Any:
+    """An error's echo of the request as JSON can carry it: unpaired surrogates escaped
+    ("\\ud800"), NaN and infinities as text; otherwise the 422 itself would fail as a 500."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_json_safe(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     """422 naming each bad field; counts rejected event batches."""
     assert isinstance(error, RequestValidationError)
     if request.url.path.rstrip("/") == "/events":
         request.app.state.metrics.events_rejected.labels(reason="validation").inc()
-    return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(error.errors()))}, status_code=422)
 
 
 async def _service_error(request: Request, error: Exception) -> JSONResponse:
@@ -151,7 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)
     for error_type in DATABASE_DOWN:
         app.add_exception_handler(error_type, _database_down)
-    for module in (events, items, recommend, compare, models, experiments, users, health):
+    routers = (events, items, similar, recommend, compare, models, experiments, users, health)
+    for module in routers:
         app.include_router(module.router)
     _document_models(app, EventBatch=EVENT_BATCH)
     return app

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
     TypeAdapter,
     field_validator,
@@ -70,17 +73,93 @@ class EventsAccepted(BaseModel):
     duplicates: int = Field(description="events whose event_id was already stored")
 
 
-class ItemIn(StrictModel):
-    """A catalog entry to insert or update."""
+# Catalog limits: a bad feed fails with a clear 422, not a huge row or a database error.
+TITLE_LEN = 1024
+DESCRIPTION_LEN = 10_000
+MAX_CATEGORIES = 64
+CATEGORY_LEN = 256
+MAX_ATTRIBUTES = 64
+ATTRIBUTE_NAME_LEN = 64
+ATTRIBUTE_VALUE_LEN = 1024
 
-    item_id: Id
-    title: Annotated[str, StringConstraints(max_length=1024)] | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    active: bool = True
+
+def stored_text(text: str) -> str:
+    """Refuse what no database stores: NUL characters (Postgres) and unpaired surrogates
+    (no UTF-8), which JSON's \\u0000 and \\ud800 escapes decode to."""
+    if "\x00" in text:
+        raise ValueError("NUL characters are not allowed")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("unpaired surrogates are not allowed (not UTF-8)") from None
+    return text
+
+
+def attribute_value(value: object) -> str | int | float | bool:
+    """A flat attribute value: a string, a finite number or a boolean, as sent."""
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+        return value
+    if isinstance(value, str):
+        if len(value) > ATTRIBUTE_VALUE_LEN:
+            raise ValueError(f"at most {ATTRIBUTE_VALUE_LEN} characters")
+        return stored_text(value)
+    raise ValueError("an attribute value is a string, a finite number or a boolean")
+
+
+StoredText = AfterValidator(stored_text)
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=ID_LEN), StoredText]
+Title = Annotated[str, StringConstraints(max_length=TITLE_LEN), StoredText]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_LEN), StoredText]
+Category = Annotated[str, StringConstraints(min_length=1, max_length=CATEGORY_LEN), StoredText]
+AttributeName = Annotated[
+    str, StringConstraints(min_length=1, max_length=ATTRIBUTE_NAME_LEN), StoredText
+]
+AttributeValue = Annotated[
+    str | int | float | bool,
+    PlainValidator(attribute_value, json_schema_input_type=str | int | float | bool),
+]
+
+
+class ItemIn(StrictModel):
+    """A catalog entry to insert or update; every field replaces the stored one."""
+
+    item_id: ItemId
+    title: Title | None = None
+    description: Description | None = None
+    categories: list[Category] = Field(
+        default_factory=list,
+        max_length=MAX_CATEGORIES,
+        description='category paths, each one string: "shoes/running"',
+    )
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict,
+        max_length=MAX_ATTRIBUTES,
+        description="flat: names to strings, finite numbers or booleans",
+    )
+    price: float | None = Field(default=None, ge=0)
+    active: bool = Field(default=True, description="inactive items are never recommended")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "item_id": "sku-1042",
+                "title": "Trail running shoe",
+                "description": "Light, grippy shoe for muddy trails.",
+                "categories": ["shoes/running", "outdoor"],
+                "attributes": {"brand": "Acme", "waterproof": True, "weight_g": 280},
+                "price": 89.9,
+                "active": True,
+            }
+        }
+    )
 
 
 class ItemBatch(StrictModel):
-    """A batch of catalog entries."""
+    """A batch of catalog entries, stored in one transaction; the last entry wins per id."""
 
     items: list[ItemIn] = Field(min_length=1)
 
@@ -98,7 +177,10 @@ class ItemOut(BaseModel):
 
     item_id: str
     title: str | None
+    description: str | None
+    categories: list[str]
     attributes: dict[str, Any]
+    price: float | None
     active: bool
     updated_at: datetime
 
@@ -134,6 +216,10 @@ class ScoredItem(BaseModel):
 
     item_id: str = Field(description="the shop's item id")
     score: float = Field(description="the model's score; fallback items score below the model's")
+    because: list[str] | None = Field(
+        default=None,
+        description="with explain: up to 3 history items that led to it ([] for fallback items)",
+    )
 
 
 class Recommendation(BaseModel):
@@ -175,6 +261,7 @@ class RecommendQuery(BaseModel):
     exclude: list[str] = Field(
         default_factory=list, description="item ids not to recommend; repeat or comma-separate"
     )
+    explain: bool = Field(default=False, description="say which history items led to each item")
 
 
 class RecommendBody(StrictModel):
@@ -190,6 +277,7 @@ class RecommendBody(StrictModel):
         max_length=10_000,
         description="recent item ids, oldest first; replaces the stored history",
     )
+    explain: bool = Field(default=False, description="say which history items led to each item")
 
 
 class ArmIn(StrictModel):
@@ -450,3 +538,23 @@ class Erased(BaseModel):
 
     events: int = Field(description="events deleted")
     exposures: int = Field(description="served lists deleted")
+
+
+class SimilarItems(BaseModel):
+    """The nearest items to one item, by a model's item vectors or by content."""
+
+    item_id: str
+    model: str = Field(description="the model whose item vectors answered, or 'content'")
+    model_version: str | None = Field(description="its version; for 'content', the encoder")
+    items: list[ScoredItem] = Field(description="cosine similarity, highest first")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "item_id": "50",
+                "model": "sasrec",
+                "model_version": "sasrec-20261128093000-1a2b3c",
+                "items": [{"item_id": "172", "score": 0.83}, {"item_id": "181", "score": 0.79}],
+            }
+        }
+    )

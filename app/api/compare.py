@@ -22,7 +22,7 @@ async def compare(
 ) -> Comparison:
     """Every (or each named) model's list for the user, latency, metrics, pairwise overlap."""
     names = list(split_ids(models)) or None
-    found = await compare_models(Ask(user_id=user_id, k=k), names, services)
+    found = await compare_models(Ask(user_id=user_id, k=k, explain=True), names, services)
     return Comparison.model_validate(found)
 
 

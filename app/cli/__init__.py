@@ -2,6 +2,7 @@
 
 import typer
 
+from app.cli import items as cli_items
 from app.cli import models as cli_models
 from app.cli import ops as cli_ops
 from app.cli import service as cli_service
@@ -10,6 +11,7 @@ cli = typer.Typer(help="recsys: recommendation service and model toolkit.", no_a
 cli_service.register(cli)
 cli_models.register(cli)
 cli_ops.register(cli)
+cli_items.register(cli)
 
 
 def main() -> None:

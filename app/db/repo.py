@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db.tables import Event, Experiment, Exposure, Item, ModelVersion
+from app.db.tables import Event, Experiment, Exposure, Item, ItemEmbedding, ModelVersion
 
 # One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
 _PG_INSERT_EVENTS = """
@@ -141,8 +141,22 @@ async def insert_exposures(*, session: AsyncSession, rows: Sequence[dict[str, An
     return len(rows)
 
 
+# The columns an item upsert writes; an update replaces all of them but the id.
+ITEM_COLUMNS = (
+    "item_id",
+    "title",
+    "description",
+    "categories",
+    "attributes",
+    "price",
+    "active",
+    "updated_at",
+)
+
+
 async def upsert_items(*, session: AsyncSession, items: Sequence[dict[str, Any]]) -> int:
-    """Insert or update catalog items by item_id; returns the number written."""
+    """Insert or update catalog items by item_id (rows keyed by ITEM_COLUMNS, each id once);
+    returns the number written."""
     if not items:
         return 0
     dialect = _dialect(session)
@@ -150,12 +164,7 @@ async def upsert_items(*, session: AsyncSession, items: Sequence[dict[str, Any]]
     statement = insert(Item)
     statement = statement.on_conflict_do_update(
         index_elements=["item_id"],
-        set_={
-            "title": statement.excluded.title,
-            "attributes": statement.excluded.attributes,
-            "active": statement.excluded.active,
-            "updated_at": statement.excluded.updated_at,
-        },
+        set_={column: statement.excluded[column] for column in ITEM_COLUMNS[1:]},
     )
     await session.execute(statement, list(items))
     return len(items)
@@ -314,3 +323,38 @@ async def user_events_since(
         )
         found.extend((await session.execute(query)).scalars())
     return found
+
+
+async def catalog_since(*, session: AsyncSession, since: datetime | None) -> list[Item]:
+    """Catalog items written after `since` (every item when None), oldest change first."""
+    query = select(Item).order_by(Item.updated_at)
+    if since is not None:
+        query = query.where(Item.updated_at > since)
+    return list((await session.execute(query)).scalars())
+
+
+async def item_embeddings(
+    *, session: AsyncSession, encoder: str, hashes: Sequence[str]
+) -> dict[str, bytes]:
+    """Stored vectors of the given content hashes (IN lists of 1,000)."""
+    found: dict[str, bytes] = {}
+    for start in range(0, len(hashes), 1000):
+        query = select(ItemEmbedding.content_hash, ItemEmbedding.vector).where(
+            ItemEmbedding.encoder == encoder,
+            ItemEmbedding.content_hash.in_(list(hashes[start : start + 1000])),
+        )
+        found.update({row[0]: row[1] for row in await session.execute(query)})
+    return found
+
+
+async def put_item_embeddings(
+    *, session: AsyncSession, encoder: str, vectors: Mapping[str, bytes]
+) -> None:
+    """Store vectors by content hash and commit; a hash already stored is kept."""
+    if not vectors:
+        return
+    insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+    rows = [{"encoder": encoder, "content_hash": h, "vector": v} for h, v in vectors.items()]
+    statement = insert(ItemEmbedding).on_conflict_do_nothing()
+    await session.execute(statement, rows)
+    await session.commit()

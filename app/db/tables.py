@@ -14,9 +14,11 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -66,7 +68,10 @@ class Item(Base):
 
     item_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
     title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    price: Mapped[float | None] = mapped_column(Float)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -119,3 +124,14 @@ class Experiment(Base):
     salt: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="running")
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ItemEmbedding(Base):
+    """A pretrained text encoder's vector of one item text, keyed by the text's hash: an item
+    whose content did not change is never encoded again, and items with equal text share it."""
+
+    __tablename__ = "item_embeddings"
+
+    encoder: Mapped[str] = mapped_column(String(128), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian

@@ -60,6 +60,11 @@ class Catalog:
             self.inactive, self._masks = item_ids, {}
             self._generation += 1
 
+    @property
+    def generation(self) -> int:
+        """Bumped by every change of the inactive set (keys of answers that filter by it)."""
+        return self._generation
+
     def update_items(self, active: dict[str, bool]) -> None:
         """Apply a catalog upsert at once in this process (other replicas catch up on refresh)."""
         inactive = set(self.inactive)

@@ -54,7 +54,7 @@ async def compare_models(ask: Ask, names: list[str] | None, services: Services) 
                 "latency_ms": round(scored.seconds * 1000, 3),
                 "fallback": scored.fallback,
                 "offline_metrics": model.offline_metrics(),
-                "items": [{"item_id": i, "score": s} for i, s in scored.items],
+                "items": scored.item_dicts(explain=True),
             }
         )
     overlap = [

@@ -19,6 +19,7 @@ from app.experiments.exposures import ExposureLog
 from app.observability import Metrics
 from app.serving.batcher import EncodeBatcher
 from app.serving.catalog import Catalog
+from app.serving.content import ContentIndex
 from app.serving.registry import ModelRegistry, newest_versions, wanted_versions
 from app.serving.services import Services
 
@@ -37,12 +38,32 @@ async def refresh(services: Services) -> None:
             wanted = await wanted_versions(session, services.settings.model_dir)
             await services.catalog.refresh(session)
             await services.experiments.refresh(session)
+            await services.content.refresh(session)
     except Exception as error:  # keep serving what we have
         log.warning("refresh from the database failed: %s", error)
     if wanted is None and not services.registry.models:
         wanted = newest_versions(services.settings.model_dir)
     if wanted is not None:
         await services.registry.reload(wanted)
+    add_catalog_items(services)
+
+
+def add_catalog_items(services: Services) -> None:
+    """Give each content-reading model the catalog items it was not trained on, scored from
+    their content vectors, so a new item is recommendable (and has similar items) at once."""
+    content, registry = services.content, services.registry
+    for name, model in list(registry.models.items()):
+        new = [item for item in content.item_ids if item not in model.item_index]
+        trained_with = model.meta.get("content_encoder", content.version)
+        if not new or not model.model.reads_content or trained_with != content.version:
+            continue
+        try:
+            vectors = model.model.item_vectors_for(content.features_of(new))
+        except (RuntimeError, ValueError) as error:  # e.g. another encoder's width
+            log.error("%s %s cannot take new items: %s", name, model.version, error)
+            continue
+        if vectors is not None:
+            registry.models = {**registry.models, name: model.with_items(new, vectors)}
 
 
 async def _refresh_forever(services: Services) -> None:
@@ -81,6 +102,9 @@ async def serving(
         experiments=ExperimentBook(),
         exposures=ExposureLog(sessionmaker, metrics),
         metrics=metrics,
+        content=ContentIndex(
+            sessionmaker, encoder=settings.text_encoder, enabled=settings.encode_catalog
+        ),
         encoder=EncodeBatcher(ranked_items=settings.ranked_items),
     )
     await services.history.start()
@@ -96,3 +120,4 @@ async def serving(
         await services.exposures.stop()
         await services.history.close()
         services.encoder.close()
+        await services.content.close()

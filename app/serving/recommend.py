@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +37,15 @@ class Scored:
     items: list[tuple[str, float]]
     fallback: str | None = None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    because: dict[str, list[str]] = field(default_factory=dict)  # the model's items only
+
+    def item_dicts(self, explain: bool) -> list[dict[str, Any]]:
+        """The items as answered; with `explain`, each with its "because" (backfill: [])."""
+        if not explain:
+            return [{"item_id": i, "score": s} for i, s in self.items]
+        return [
+            {"item_id": i, "score": s, "because": self.because.get(i, [])} for i, s in self.items
+        ]
 
 
 def choose(ask: Ask, services: Services) -> Choice:
@@ -88,10 +97,28 @@ async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
         excluded = model.indices(list(ask.exclude)) if ask.exclude else []
         inactive = services.catalog.inactive_indices(model)
         items = top_k(model, state, excluded, inactive, ask.k)
+    because = await explanations(model, state, items) if ask.explain and state else {}
     if len(items) < ask.k:
         history = await stored_history(ask, services) if found.history is None else found.history
         items += backfill(items, [*history, *ask.exclude], ask.k, services)
-    return Scored(items, fallback, time.perf_counter() - started)
+    return Scored(items, fallback, time.perf_counter() - started, because)
+
+
+async def explanations(
+    model: LoadedModel, state: UserState, items: list[tuple[str, float]]
+) -> dict[str, list[str]]:
+    """Per item of the model's list, up to 3 history items that contributed most to it
+    (`Recommender.explain`: similarity, or for SASRec the history items whose removal lowers
+    its score most), computed off the event loop."""
+    if not items:
+        return {}
+    history = state.seen[state.seen < model.trained_items]  # what the model itself encodes
+    targets = model.item_vectors[[model.item_index[item] for item, _ in items]]
+    found = await asyncio.to_thread(model.model.explain, history, targets, 3)
+    names = model.item_ids
+    return {
+        item: [names[j] for j in because] for (item, _), because in zip(items, found, strict=True)
+    }
 
 
 def backfill(
@@ -137,5 +164,5 @@ async def recommend(ask: Ask, services: Services) -> dict[str, Any]:
         "experiment": choice.experiment,
         "recommendation_id": recommendation_id,
         "fallback": scored.fallback,
-        "items": [{"item_id": i, "score": s} for i, s in scored.items],
+        "items": scored.item_dicts(ask.explain),
     }

@@ -24,3 +24,13 @@ def rank_rows(
         kept = int(np.count_nonzero(top_values != -np.inf))  # masked items sort last
         out.append((top[:kept].astype(np.int32), top_values[:kept]))
     return out
+
+
+def nearest(
+    item_ids: list[str], vectors: torch.Tensor, index: int, blocked: np.ndarray, k: int
+) -> list[tuple[str, float]]:
+    """The k items whose vectors have the highest cosine with row `index`, `blocked` left out."""
+    unit = torch.nn.functional.normalize(vectors, dim=1)  # (I, D); zero rows stay zero
+    masked = np.concatenate([[index], blocked]).astype(np.int64)
+    [(ranked, values)] = rank_rows(unit, unit[index][None, :], [masked], k)
+    return [(item_ids[i], v) for i, v in zip(ranked.tolist(), values.tolist(), strict=True)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,7 +16,28 @@ from app.experiments.exposures import ExposureLog
 from app.observability import Metrics
 from app.serving.batcher import EncodeBatcher
 from app.serving.catalog import Catalog
+from app.serving.content import ContentIndex
 from app.serving.registry import ModelRegistry
+
+
+class SimilarCache:
+    """Answered lists by (model version and size, catalog generation, item, k): an LRU."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size, self.lists = size, OrderedDict[tuple[Any, ...], list[tuple[str, float]]]()
+
+    def get(self, key: tuple[Any, ...]) -> list[tuple[str, float]] | None:
+        """A cached list, refreshed as recently used."""
+        found = self.lists.get(key)
+        if found is not None:
+            self.lists.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[Any, ...], items: list[tuple[str, float]]) -> None:
+        """Cache a list, evicting the least recently used beyond the size."""
+        self.lists[key] = items
+        if len(self.lists) > self.size:
+            self.lists.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,7 @@ class Ask:
     experiment: str | None = None
     exclude: tuple[str, ...] = ()
     history: tuple[str, ...] | None = None  # anonymous session: replaces the stored history
+    explain: bool = False  # each item of the model's list says which history items led to it
 
 
 @dataclass
@@ -42,7 +66,9 @@ class Services:
     experiments: ExperimentBook
     exposures: ExposureLog
     metrics: Metrics
+    content: ContentIndex
     encoder: EncodeBatcher = field(default_factory=EncodeBatcher)
+    similar: SimilarCache = field(default_factory=SimilarCache)
 
     def __post_init__(self) -> None:
         self.encoder.on_batch = self.metrics.encode_batch.observe

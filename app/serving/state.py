@@ -80,9 +80,11 @@ class UserState:
         item_ids = model.item_ids
         # Only the first k + len(blocked) entries can be needed: at most len(blocked) are skipped.
         head = k + len(blocked)
-        ranked = zip(self.ranked[:head].tolist(), self.ranked_scores[:head].tolist(), strict=True)
+        ranked: Iterable[tuple[int, float]] = zip(
+            self.ranked[:head].tolist(), self.ranked_scores[:head].tolist(), strict=True
+        )
         if len(item_ids) > self.ranked_over:
-            ranked = iter(self._with_added(model, ranked, blocked))
+            ranked = self._with_added(model, ranked, blocked)
         for index, value in ranked:
             if index not in blocked:
                 out.append((item_ids[index], value))

@@ -30,11 +30,14 @@ from app.config import Settings
 from app.db import repo
 from app.db.tables import ModelVersion
 from app.domain import RETRAIN_SOURCE, as_utc
+from app.ingest.content import catalog_features
 from models.checkpoint import load_checkpoint
+from models.content import TextEncoder
 from models.data import LeaveOneOut
 from models.metrics import evaluate
 from models.split import holdout_split
 from models.train import Trained, save_trained, train_model
+from models.zoo import get_model_class
 
 log = logging.getLogger(__name__)
 # Each version directory also holds the model fit without each user's latest item: the gate
@@ -150,9 +153,12 @@ def gate(
     return verdict, f"{word}: val ndcg@10 {new['ndcg@10']:.4f} vs active {active['ndcg@10']:.4f}"
 
 
-def save_version(trained: Trained, split: LeaveOneOut, data: EventData, directory: Path) -> Path:
+def save_version(
+    trained: Trained, split: LeaveOneOut, data: EventData, directory: Path, **extra: Any
+) -> Path:
     """The served model at `directory`, its held-out sibling inside it, as retrain marks them."""
     meta: dict[str, Any] = {
+        **extra,
         "source": RETRAIN_SOURCE,
         "data": {
             "fingerprint": data.fingerprint(),
@@ -202,13 +208,18 @@ async def retrain_model(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     overrides: dict[str, Any],
+    features: np.ndarray | None = None,
 ) -> Outcome:
-    """Train one model, save it, score the active version, register (and maybe promote) it."""
+    """Train one model, save it, score the active version, register (and maybe promote) it;
+    `features`: the items' content vectors, for the models that read them."""
     started = time.perf_counter()
-    trained = train_model(name, split, overrides, seed=settings.retrain_seed)
+    content = features if get_model_class(name).reads_content else None
+    # The service gives a content model new items only from the encoder it was trained with.
+    extra = {} if content is None else {"content_encoder": TextEncoder(settings.text_encoder).name}
+    trained = train_model(name, split, overrides, seed=settings.retrain_seed, item_features=content)
     seconds = time.perf_counter() - started
     version = f"{name}-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
-    path = save_version(trained, split, data, settings.model_dir / name / version)
+    path = save_version(trained, split, data, settings.model_dir / name / version, **extra)
     row = ModelVersion(
         model_name=name,
         version=version,
@@ -238,9 +249,23 @@ async def retrain(
     log.info(
         "retrain data: %d events, %d users, %d items", len(data), split.num_users, split.num_items
     )
+    features = await content_features(settings, sessionmaker, models, split)
     return [
         await retrain_model(
-            name, split, data, settings, sessionmaker, (overrides or {}).get(name, {})
+            name, split, data, settings, sessionmaker, (overrides or {}).get(name, {}), features
         )
         for name in models
     ]
+
+
+async def content_features(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    models: list[str],
+    split: LeaveOneOut,
+) -> np.ndarray | None:
+    """The stored catalog's content vectors of the split's items, when a model reads them."""
+    if not any(get_model_class(name).reads_content for name in models):
+        return None
+    encoder = TextEncoder(settings.text_encoder)
+    return await catalog_features(sessionmaker, encoder, split.item_ids.ids)

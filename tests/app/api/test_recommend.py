@@ -170,7 +170,7 @@ async def test_get_parameters_are_documented(client: httpx.AsyncClient) -> None:
     # The route parses its own query string; the OpenAPI document must still list it.
     spec = (await client.get("/openapi.json")).json()
     params = {p["name"]: p for p in spec["paths"]["/recommend"]["get"]["parameters"]}
-    assert set(params) == {"user_id", "k", "model", "experiment", "exclude"}
+    assert set(params) == {"user_id", "k", "model", "experiment", "exclude", "explain"}
     assert params["user_id"]["required"] and params["k"]["schema"]["maximum"] == 1000
 
 

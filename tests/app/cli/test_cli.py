@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from app.db.migrate import downgrade, upgrade
 from tests.conftest import PG_ADMIN_DSN, asyncpg_to_sqlalchemy, free_port
 
 RECSYS = str(Path(sys.executable).with_name("recsys"))
@@ -79,6 +83,58 @@ def test_migrations_on_sqlite(tmp_path: Path) -> None:
     run_cli("db", "upgrade", cwd=tmp_path, RECSYS_DATABASE_URL=url)
     run_cli("db", "downgrade", "base", cwd=tmp_path, RECSYS_DATABASE_URL=url)
     run_cli("db", "upgrade", cwd=tmp_path, RECSYS_DATABASE_URL=url)
+
+
+def _query(target: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of one statement on a SQLite file path or a Postgres DSN."""
+    if not target.startswith("postgresql://"):
+        with sqlite3.connect(target) as connection:
+            return connection.execute(sql).fetchall()
+
+    async def run() -> list[tuple[Any, ...]]:
+        connection = await asyncpg.connect(target)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def _item_columns(target: str) -> set[str]:
+    """The items table's column names."""
+    if target.startswith("postgresql://"):
+        sql = "SELECT column_name FROM information_schema.columns WHERE table_name = 'items'"
+    else:
+        sql = "SELECT name FROM pragma_table_info('items')"
+    return {row[0] for row in _query(target, sql)}
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_catalog_migration_keeps_stored_items(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0002 adds description, categories (old rows: []) and price; its downgrade drops them."""
+    if backend == "postgres":
+        target = request.getfixturevalue("empty_pg")
+        url = asyncpg_to_sqlalchemy(target)
+    else:
+        target = str(tmp_path / "x.db")
+        url = f"sqlite+aiosqlite:///{target}"
+    upgrade(url, "0001")
+    _query(
+        target,
+        "INSERT INTO items (item_id, title, attributes, active) VALUES ('a', 'Mug', '{}', true)",
+    )
+    new_columns = {"description", "categories", "price"}
+    assert not new_columns & _item_columns(target)
+    upgrade(url, "0002")
+    assert new_columns <= _item_columns(target)
+    row = _query(target, "SELECT title, description, categories, price FROM items")[0]
+    assert (row[0], row[1], json.loads(row[2]), row[3]) == ("Mug", None, [], None)
+    downgrade(url, "0001")
+    assert not new_columns & _item_columns(target)
+    assert _query(target, "SELECT item_id, title FROM items") == [("a", "Mug")]
 
 
 def wait_for(url: str, process: subprocess.Popen[str], seconds: float = 60) -> httpx.Response:

@@ -86,3 +86,25 @@ def test_cli_reports_bad_input(tmp_path: Path) -> None:
         cli, ["evaluate", "--checkpoint", str(tmp_path / "missing"), "--data", str(ratings)]
     )
     assert result.exit_code != 0 and "no such checkpoint" in result.output
+
+
+def test_cli_compare_on_a_cold_item_split_with_item_texts(tmp_path: Path) -> None:
+    ratings = write_ratings_csv(tmp_path / "ratings.csv")
+    genres = ["Comedy", "Drama", "Horror", "Sci-Fi", "Romance"]
+    rows = [f"{i},Movie number {i},{genres[i % 5]}" for i in range(1, 26)]
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("item_id,title,genres\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "cold"
+    args = ["compare", "--data", str(ratings), "--out", str(out), "--cold-items", "0.2"]
+    args += ["--catalog", str(catalog), "--content-cache", str(tmp_path / "cache")]
+    result = runner.invoke(cli, [*args, "--models", "popularity,content,mf-hybrid"])
+    assert result.exit_code == 0, result.output
+    assert "item texts: 25 of 25 items" in result.output and "Test: cold items" in result.output
+    payload = json.loads((out / "compare.json").read_text())
+    assert payload["content"]["catalog"] == "catalog.csv"
+    assert all("test_cold" in row and "test_warm" in row for row in payload["rows"])
+    assert list((tmp_path / "cache").glob("*.vectors.npy"))
+    result = runner.invoke(
+        cli, ["compare", "--data", str(ratings), "--out", str(out), "--models", "content"]
+    )
+    assert result.exit_code != 0 and "reads item content" in result.output

@@ -17,8 +17,9 @@ import pytest
 
 from app.config import Settings
 from app.db import repo
-from app.training.demo import synthetic_shop
+from app.training.demo import synthetic_catalog, synthetic_shop
 from app.training.retrain import gate, retrain
+from models.checkpoint import load_checkpoint
 from tests.app.cli.test_cli import RECSYS, clean_env, wait_for
 from tests.conftest import free_port, running_app
 
@@ -191,3 +192,26 @@ def versions_served(ports: list[int]) -> list[Any]:
         .get("model_version")
         for p in ports
     ]
+
+
+async def test_retrain_gives_content_models_the_stored_catalog(pg_settings: Settings) -> None:
+    catalog = [
+        {"item_id": i.item_id, "title": i.title, "categories": i.categories}
+        for i in synthetic_catalog(items=60, groups=3)
+    ]
+    async with running_app(pg_settings) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        await post_shop(client)
+        assert (await client.put("/items", json={"items": catalog[:50]})).status_code == 200
+        (outcome,) = await retrain(pg_settings, services.sessionmaker, ["content"])
+        assert outcome.status == "active" and outcome.val["ndcg@10"] > 0
+        async with services.sessionmaker() as session:
+            (row,) = await repo.model_versions(session=session)
+        checkpoint = load_checkpoint(Path(row.path))
+        assert checkpoint.meta["content_encoder"] == services.content.version
+        model = checkpoint.model
+        has_text = model.item_vectors().norm(dim=1) > 0
+        assert int(has_text.sum()) == 50  # the ten items without text have zero vectors
+        # The vectors were stored: the service's own index takes them without encoding again.
+        await client.post("/models/reload")
+        assert len(services.content.item_ids) == 50 and services.content.pending == 0
