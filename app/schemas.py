@@ -18,7 +18,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from app.domain import ID_LEN, OVERRIDE, EventType
+from app.domain import ID_LEN, OVERRIDE, EventType, as_utc
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_LEN)]
 # Events older than this are almost certainly unit mistakes (milliseconds read as seconds etc.).
@@ -182,7 +182,7 @@ class ItemOut(BaseModel):
     attributes: dict[str, Any]
     price: float | None
     active: bool
-    updated_at: datetime
+    updated_at: Annotated[datetime, AfterValidator(as_utc)]  # SQLite hands back naive UTC
 
 
 class Health(BaseModel):
@@ -209,6 +209,13 @@ class Readiness(BaseModel):
     database: str = Field(description="'ok' or 'unavailable'")
     cache: str = Field(description="'ok' or 'degraded'")
     models: LoadedModels = Field(description="the loaded versions and refused checkpoints")
+
+
+class SimilarItem(BaseModel):
+    """One item of a similar-items list."""
+
+    item_id: str = Field(description="the shop's item id")
+    score: float = Field(description="cosine similarity of the two items' vectors")
 
 
 class ScoredItem(BaseModel):
@@ -546,7 +553,7 @@ class SimilarItems(BaseModel):
     item_id: str
     model: str = Field(description="the model whose item vectors answered, or 'content'")
     model_version: str | None = Field(description="its version; for 'content', the encoder")
-    items: list[ScoredItem] = Field(description="cosine similarity, highest first")
+    items: list[SimilarItem] = Field(description="highest similarity first")
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -21,6 +21,7 @@ FAST_MF = {"factors": 8, "iterations": 4, "regularization": 0.01, "unobserved_we
 TINY_SASREC = {"max_len": 10, "hidden": 16, "epochs": 3, "eval_every": 1, "progress": False}
 HYBRIDS = [
     ("mf-hybrid", {**FAST_MF, "content": "add"}),
+    ("mf-hybrid", {**FAST_MF, "content": "add", "content_fit": "factors"}),
     ("mf-hybrid", {**FAST_MF, "content": "init", "cold_scale": 2.0}),
     ("sasrec-hybrid", {**TINY_SASREC, "content": "add"}),
     ("sasrec-hybrid", {**TINY_SASREC, "content": "add", "id_dropout": 0.5, "cold_scale": 2.0}),
@@ -135,7 +136,11 @@ def test_mf_explains_by_the_most_similar_history_items() -> None:
 
 @pytest.mark.parametrize(
     ("name", "overrides"),
-    [("mf-hybrid", FAST_MF), ("sasrec-hybrid", {**TINY_SASREC, "id_dropout": 0.3})],
+    [
+        ("mf-hybrid", FAST_MF),
+        ("mf-hybrid", {**FAST_MF, "content_fit": "factors"}),
+        ("sasrec-hybrid", {**TINY_SASREC, "id_dropout": 0.3}),
+    ],
 )
 def test_untrained_items_take_no_part_in_training(name: str, overrides: dict[str, object]) -> None:
     """An item nobody trained on is left out of the softmax (SASRec) or the unobserved term

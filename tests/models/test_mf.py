@@ -10,6 +10,7 @@ import torch
 
 from models.data import EvalSet
 from models.mf import IALSConfig, ImplicitALS, _solve_side, history_matrix, recency_weights
+from models.mf_content import fit_interactions, regress_factors
 from tests.models.conftest import random_loo
 
 
@@ -91,3 +92,31 @@ def test_loss_from_the_solve_equals_the_objective() -> None:
     total += (problem.user_reg * users.pow(2).sum(1)).sum()
     total += (problem.item_reg * items.pow(2).sum(1)).sum()
     assert reported == pytest.approx(float(total) / len(cols), rel=1e-4)
+
+
+def test_content_fit_to_interactions_solves_the_content_only_ials_loss() -> None:
+    rng = np.random.default_rng(0)
+    features = torch.from_numpy(rng.normal(size=(6, 3))).float()  # (I, F)
+    users = torch.from_numpy(rng.normal(size=(5, 2))).float()  # (U, D)
+    rows, cols = torch.tensor([0, 0, 1, 2, 3, 4, 4]), torch.tensor([1, 3, 0, 5, 2, 1, 4])
+    confidence = torch.tensor([1.0, 2.0, 1.0, 4.0, 1.0, 1.0, 3.0])
+    start = torch.zeros(3, 2)
+    fitted = fit_interactions(features, users, (rows, cols, confidence), 0.5, 0.1, start, 40)
+    phi = torch.einsum("if,ud->uifd", features, users).reshape(5, 6, 6).double()  # s = phi.W
+    observed = phi[rows, cols]  # (nnz, F * D)
+    system = (confidence[:, None].double() * observed).T @ observed
+    system += 0.5 * phi.reshape(-1, 6).T @ phi.reshape(-1, 6) + 0.1 * torch.eye(6).double()
+    exact = torch.linalg.solve(system, (confidence[:, None].double() * observed).sum(0))
+    torch.testing.assert_close(fitted, exact.reshape(3, 2).float(), rtol=1e-4, atol=1e-5)
+
+
+def test_content_fit_to_factors_is_a_weighted_ridge_regression() -> None:
+    rng = np.random.default_rng(1)
+    features = torch.from_numpy(rng.normal(size=(20, 4))).float()
+    factors = torch.from_numpy(rng.normal(size=(20, 3))).float()
+    weights = torch.from_numpy(rng.uniform(1, 2, size=20)).float()
+    fitted = regress_factors(features, factors, weights, l2=0.5)
+    x, w = features.double(), weights.double()
+    system = x.T @ (w[:, None] * x) + 0.5 * float(w.mean()) * torch.eye(4).double()
+    exact = torch.linalg.solve(system, x.T @ (w[:, None] * factors.double()))
+    torch.testing.assert_close(fitted, exact.float())

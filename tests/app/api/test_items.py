@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from unittest.mock import ANY
 
@@ -50,6 +51,7 @@ async def test_every_field_round_trips(client: httpx.AsyncClient) -> None:
     item = (await client.get("/items/sku-42")).json()
     assert {k: v for k, v in item.items() if k != "updated_at"} == FULL_ITEM
     assert isinstance(item["attributes"]["weight_g"], int)
+    assert datetime.fromisoformat(item["updated_at"]).tzinfo is not None  # UTC on SQLite too
     # An update replaces every field; the ones left out go back to their defaults.
     assert (await client.put("/items", json={"items": [{"item_id": "sku-42"}]})).status_code == 200
     item = (await client.get("/items/sku-42")).json()

@@ -33,6 +33,7 @@ async def test_similar_items_by_the_model(client: httpx.AsyncClient, model: str)
     assert (body["item_id"], body["model"], body["model_version"]) == ("sku-3", model, "v1")
     similar = [item["item_id"] for item in body["items"]]
     assert len(similar) == 5 and "sku-3" not in similar
+    assert set(body["items"][0]) == {"item_id", "score"}
     scores = [item["score"] for item in body["items"]]
     assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
 
