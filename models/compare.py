@@ -190,36 +190,31 @@ def compare_models(
     return rows
 
 
-def _metric_table(rows: Sequence[CompareRow], split: str) -> list[str]:
-    """Markdown table of one split's metrics plus cost columns."""
-    head = [
-        "model",
-        *METRIC_COLUMNS,
-        "train s",
-        "train cpu s",
-        "refit s",
-        "ms/user",
-        "ms/user@256",
-        "params",
-        "MB",
-    ]
+COST_COLUMNS = ("train s", "train cpu s", "refit s", "ms/user", "ms/user@256", "params", "MB")
+
+
+def _metric_table(rows: Sequence[CompareRow], split: str, costs: bool = True) -> list[str]:
+    """Markdown table of one split's metrics, with the cost columns unless `costs` is False."""
+    head = ["model", *METRIC_COLUMNS, *(COST_COLUMNS if costs else ())]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         metrics = getattr(r, split)
-        refit = "-" if r.refit_seconds is None else f"{r.refit_seconds:.1f}"
-        cells = [
-            r.model,
-            *(f"{metrics[m]:.4f}" for m in METRIC_COLUMNS),
-            f"{r.train_seconds:.1f}",
-            f"{r.train_cpu_seconds:.1f}",
-            refit,
-            f"{r.ms_per_user:.2f}",
-            f"{r.ms_per_user_batched:.3f}",
-            f"{r.parameters:,}",
-            f"{r.checkpoint_bytes / 1e6:.1f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [r.model, *(f"{metrics[m]:.4f}" for m in METRIC_COLUMNS)]
+        lines.append("| " + " | ".join(cells + (_cost_cells(r) if costs else [])) + " |")
     return lines
+
+
+def _cost_cells(r: CompareRow) -> list[str]:
+    """A row's cost columns, formatted."""
+    return [
+        f"{r.train_seconds:.1f}",
+        f"{r.train_cpu_seconds:.1f}",
+        "-" if r.refit_seconds is None else f"{r.refit_seconds:.1f}",
+        f"{r.ms_per_user:.2f}",
+        f"{r.ms_per_user_batched:.3f}",
+        f"{r.parameters:,}",
+        f"{r.checkpoint_bytes / 1e6:.1f}",
+    ]
 
 
 PROTOCOL = (
@@ -249,11 +244,11 @@ def _cold_sections(
         "",
         f"Cold-item split: {json.dumps(recipe)} (models.split.cold_item_split).",
         "",
-        *_metric_table(rows, "test_cold"),
+        *_metric_table(rows, "test_cold", costs=False),
         "",
         f"## Test: warm items (the other {data.num_users - cold} users)",
         "",
-        *_metric_table(rows, "test_warm"),
+        *_metric_table(rows, "test_warm", costs=False),
         "",
     ]
 

@@ -63,6 +63,7 @@ def measure(texts: list[str], threads: int, batch_size: int = 64) -> dict[str, A
         "encode_seconds_per_10k": round(wall * per_10k, 1),
         "encode_cpu_seconds_per_10k": round(cpu * per_10k, 1),
         "items_per_second": round(len(texts) / wall, 1),
+        "rss_mb_before_load": round(before, 1),  # python, torch, sentence-transformers
         "rss_mb_model_loaded": round(loaded - before, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "package_disk_mb": round(directory_mb(encoder.directory), 1),
