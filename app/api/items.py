@@ -7,7 +7,8 @@ from app.api.params import too_many
 from app.db import repo
 from app.errors import NotFound
 from app.ingest.catalog import upsert_items
-from app.schemas import ItemBatch, ItemOut, ItemsUpserted, stored_text
+from app.schemas import ItemBatch, ItemOut, ItemsUpserted
+from app.schemas.core import stored_text
 
 router = APIRouter(prefix="/items", tags=["items"])
 

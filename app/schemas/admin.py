@@ -1,0 +1,276 @@
+"""The HTTP contract of the admin and analysis routes: experiments, comparisons, models, users."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from app.domain import OVERRIDE
+from app.schemas.core import ScoredItem, StrictModel
+
+
+class ArmIn(StrictModel):
+    """One experiment arm."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    model: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    weight: float = Field(gt=0)
+
+
+class ExperimentIn(StrictModel):
+    """Arms with weights, a salt for sticky assignment (default: the name), a status."""
+
+    arms: list[ArmIn] = Field(min_length=1, max_length=20)
+    salt: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    status: Literal["running", "paused", "stopped"] = "running"
+
+    @field_validator("arms")
+    @classmethod
+    def _unique_names(cls, arms: list[ArmIn]) -> list[ArmIn]:
+        names = [arm.name for arm in arms]
+        if len(set(names)) != len(names) or OVERRIDE in names:
+            raise ValueError(f"arm names must be unique and not {OVERRIDE!r}")
+        return arms
+
+
+class ArmOut(BaseModel):
+    """One stored arm."""
+
+    name: str
+    model: str = Field(description="the model the arm serves")
+    weight: float = Field(description="relative share of the users")
+
+
+class ExperimentOut(BaseModel):
+    """A stored experiment."""
+
+    name: str
+    arms: list[ArmOut]
+    salt: str = Field(description="hashed with the user id to pick the user's arm")
+    status: str = Field(description="'running', 'paused' or 'stopped'")
+    updated_at: str | None = Field(description="ISO 8601 time of the last change")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "name": "default",
+                "arms": [
+                    {"name": "control", "model": "mf", "weight": 50},
+                    {"name": "sequence", "model": "sasrec", "weight": 50},
+                ],
+                "salt": "default",
+                "status": "running",
+                "updated_at": "2026-12-01T10:00:00+00:00",
+            }
+        }
+    )
+
+
+class Rate(BaseModel):
+    """A count among an arm's exposures and its rate with a 95% Wilson interval."""
+
+    count: int
+    rate: float | None = Field(description="count / exposures; null without exposures")
+    ci95: list[float] = Field(description="[low, high] 95% Wilson interval of the rate")
+
+
+class ProportionTest(BaseModel):
+    """Two-proportion z-test of an arm's rate against the control's."""
+
+    difference: float | None = Field(description="arm rate - control rate")
+    z: float | None
+    p_value: float | None = Field(description="two-sided; null when undefined")
+
+
+class ArmReport(BaseModel):
+    """One arm's exposures and attributed clicks and conversions."""
+
+    arm: str
+    exposures: int = Field(description="lists served by this arm")
+    clicks: Rate
+    conversions: Rate
+    vs_control: dict[str, ProportionTest] | None = Field(
+        default=None, description="per metric ('clicks', 'conversions'); null for the control"
+    )
+
+
+class ExperimentReport(BaseModel):
+    """Per arm: exposures, clicks, conversions, intervals, and tests against the first arm."""
+
+    experiment: ExperimentOut
+    attribution_window_s: float = Field(description="how long after an exposure an event counts")
+    conversion_types: list[str] = Field(description="event types that count as conversions")
+    control: str = Field(description="the arm the others are tested against")
+    arms: list[ArmReport]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "experiment": ExperimentOut.model_config["json_schema_extra"]["example"],  # type: ignore[index]
+                "attribution_window_s": 1800.0,
+                "conversion_types": ["purchase"],
+                "control": "control",
+                "arms": [
+                    {
+                        "arm": "control",
+                        "exposures": 1000,
+                        "clicks": {"count": 52, "rate": 0.052, "ci95": [0.04, 0.068]},
+                        "conversions": {"count": 9, "rate": 0.009, "ci95": [0.005, 0.017]},
+                        "vs_control": None,
+                    }
+                ],
+            }
+        }
+    )
+
+
+class ModelList(BaseModel):
+    """One model's list in a comparison."""
+
+    model: str
+    model_version: str
+    latency_ms: float = Field(description="time to build this list, cache lookups included")
+    fallback: str | None = Field(description="why popularity answered, if it did")
+    offline_metrics: dict[str, Any] = Field(description="the checkpoint's val and test metrics")
+    items: list[ScoredItem]
+
+
+class Overlap(BaseModel):
+    """How much two models' lists agree."""
+
+    a: str
+    b: str
+    jaccard: float = Field(description="|A ∩ B| / |A ∪ B| of the two top-k lists")
+    rbo: float = Field(description="rank-biased overlap (p = 0.9): agreement weighted to the top")
+
+
+class Comparison(BaseModel):
+    """Each model's list for one user, and pairwise overlap."""
+
+    user_id: str
+    k: int
+    models: list[ModelList]
+    overlap: list[Overlap]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "user_id": "1",
+                "k": 2,
+                "models": [
+                    {
+                        "model": "mf",
+                        "model_version": "v1",
+                        "latency_ms": 1.2,
+                        "fallback": None,
+                        "offline_metrics": {"val": {"ndcg@10": 0.1257}},
+                        "items": [
+                            {"item_id": "50", "score": 0.9},
+                            {"item_id": "181", "score": 0.8},
+                        ],
+                    }
+                ],
+                "overlap": [{"a": "mf", "b": "sasrec", "jaccard": 0.33, "rbo": 0.41}],
+            }
+        }
+    )
+
+
+class OfflineRow(BaseModel):
+    """The metrics a loaded checkpoint was saved with."""
+
+    model: str
+    model_version: str
+    val: dict[str, float] | None = Field(description="validation metrics (hr@10, ndcg@10, ...)")
+    test: dict[str, float] | None = Field(description="test metrics, when the data had a test")
+    train_seconds: float | None
+    parameters: int | None
+    data: dict[str, Any] | None = Field(description="what it was trained on: sizes, fingerprint")
+
+
+class OfflineComparison(BaseModel):
+    """The offline metrics of every loaded checkpoint."""
+
+    models: list[OfflineRow]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "models": [
+                    {
+                        "model": "mf",
+                        "model_version": "v1",
+                        "val": {"ndcg@10": 0.1257, "hr@10": 0.2271},
+                        "test": {"ndcg@10": 0.1217, "hr@10": 0.2214},
+                        "train_seconds": 3.4,
+                        "parameters": 156768,
+                        "data": {"users": 2999, "items": 3266},
+                    }
+                ]
+            }
+        }
+    )
+
+
+class ModelInfo(BaseModel):
+    """A loaded checkpoint version and its metadata."""
+
+    name: str
+    version: str
+    path: str = Field(description="the checkpoint directory")
+    items: int = Field(description="items the model scores")
+    dim: int = Field(description="width of the user and item vectors")
+    parameters: int | None
+    created_at: str | None
+    loaded_at: str
+    train_seconds: float | None
+    data: dict[str, Any] | None = Field(description="what it was trained on: sizes, fingerprint")
+    metrics: dict[str, Any] = Field(description="validation (and test) metrics")
+    config: dict[str, Any] | None = Field(description="the model's hyperparameters")
+
+
+class ModelsOut(BaseModel):
+    """Loaded versions, the default model, and refused checkpoints."""
+
+    models: list[ModelInfo]
+    default: str | None = Field(description="the model that answers when nothing else decides")
+    errors: dict[str, str] = Field(description="model name -> why its checkpoint was refused")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "models": [
+                    {
+                        "name": "mf",
+                        "version": "v1",
+                        "path": "var/models/mf/v1",
+                        "items": 3266,
+                        "dim": 48,
+                        "parameters": 156768,
+                        "created_at": "2026-11-28T09:30:00+00:00",
+                        "loaded_at": "2026-12-01T10:00:00+00:00",
+                        "train_seconds": 3.4,
+                        "data": {"users": 2999, "items": 3266},
+                        "metrics": {"val": {"ndcg@10": 0.1257}},
+                        "config": {"factors": 48},
+                    }
+                ],
+                "default": "mf",
+                "errors": {},
+            }
+        }
+    )
+
+
+class Erased(BaseModel):
+    """What an erasure deleted."""
+
+    events: int = Field(description="events deleted")
+    exposures: int = Field(description="served lists deleted")
