@@ -8,8 +8,9 @@ models/sasrec.py; its training is models/sasrec_train.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -193,6 +194,9 @@ class SASRecNet(nn.Module):
             self.register_buffer("keep_id", torch.ones(num_items + 1, dtype=torch.bool), False)
         self.id_dropout, self.cold_scale = cfg.id_dropout, cfg.cold_scale
         self.dropped: torch.Tensor | None = None  # this training step's ID-dropout mask
+        # Inference: the composed item table, dropped by every change this class makes to what
+        # it is composed from (train mode, loading, the content setters).
+        self._table: torch.Tensor | None = None
         # Mean training user vector: the representation of an empty history.
         self.register_buffer("empty_user", torch.zeros(cfg.hidden))
         self.apply(_init_weights)
@@ -239,11 +243,32 @@ class SASRecNet(nn.Module):
         no ID embedding of its own (`keep_id`)."""
         if self.content_proj is None:
             return self.item_emb.weight
+        if self.training or torch.is_grad_enabled():
+            return self._compose()
+        if self._table is None:  # a (I + 1, F) x (F, D) product: once, not per encoded batch
+            self._table = self._compose()
+        return self._table
+
+    def _compose(self) -> torch.Tensor:
+        """`table`, computed."""
+        assert self.content_proj is not None
         from_text = self.content_proj(self.content)  # (I + 1, D)
         if self.content_mode == "add":
             keep = self.keep_id if self.dropped is None else self.keep_id & ~self.dropped
             return self.item_emb.weight * keep[:, None] + from_text
         return torch.where(self.keep_id[:, None], self.item_emb.weight, from_text)
+
+    def train(self, mode: bool = True) -> SASRecNet:
+        """nn.Module.train; the cached inference table is dropped (training changes it)."""
+        self._table = None
+        return super().train(mode)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """nn.Module.load_state_dict; the cached inference table is dropped."""
+        self._table = None
+        return super().load_state_dict(state_dict, strict, assign)
 
     def drop_ids(self) -> None:
         """Draw the next training step's ID dropout (content "add" with id_dropout only)."""
@@ -264,6 +289,7 @@ class SASRecNet(nn.Module):
     def set_content(self, features: torch.Tensor) -> None:
         """Take the item text vectors (I, F)."""
         self.content[: self.pad] = features.to(self.content)
+        self._table = None
 
     @torch.no_grad()
     def init_from_content(self) -> None:
@@ -278,6 +304,7 @@ class SASRecNet(nn.Module):
         self.content_proj.bias.copy_(bias)
         has_text = self._has_text()
         self.item_emb.weight[has_text] = self.content_proj(self.content)[has_text]
+        self._table = None
 
     def _has_text(self) -> torch.Tensor:
         """Which rows have a text vector: (I + 1,) bool, the padding row False."""
@@ -289,6 +316,7 @@ class SASRecNet(nn.Module):
         embedding of their own, exactly as a new item."""
         self.keep_id[: self.pad] = trained.to(self.keep_id.device)
         self.keep_id |= ~self._has_text()
+        self._table = None
 
     @torch.no_grad()
     def fold_untrained(self) -> None:
@@ -303,6 +331,7 @@ class SASRecNet(nn.Module):
         else:
             self.item_emb.weight[untrained] = self.cold_scale * from_text
         self.keep_id.fill_(True)
+        self._table = None
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -158,3 +158,21 @@ def test_untrained_items_take_no_part_in_training(name: str, overrides: dict[str
     torch.testing.assert_close(four[UNSEEN], 4 * one[UNSEEN])
     histories = data.test_set().histories[:10]
     torch.testing.assert_close(models[0].user_vectors(histories), models[1].user_vectors(histories))
+
+
+def test_the_inference_item_table_is_composed_once_and_follows_every_change() -> None:
+    data = random_loo()
+    model = build_model("sasrec-hybrid", 40, TINY_SASREC, features_for(40))
+    assert isinstance(model, HybridSASRec)
+    with torch.inference_mode():
+        assert model.net.table() is model.net.table()  # cached between encodings
+    before = model.item_vectors()
+    model.fit(data.train, data.val_set())  # train mode, then a load of the best weights
+    after = model.item_vectors()
+    assert not torch.equal(after, before)
+    with torch.no_grad():
+        torch.testing.assert_close(after, model.net._compose()[:40])
+    fresh = build_model("sasrec-hybrid", 40, TINY_SASREC, features_for(40))
+    assert not torch.equal(fresh.item_vectors(), after)  # composes (and caches) its own table
+    fresh.load_tensors(model.state_tensors())
+    assert torch.equal(fresh.item_vectors(), after)
