@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.domain import EVENT_TYPES
+from app.domain import EVENT_TYPES, NEGATIVE_TYPES
 from models.data import default_data_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     # (absolute validation NDCG@10 a new version may lose against the active one).
     retrain_models: tuple[str, ...] = ("mf", "sasrec")
     event_weights: dict[str, float] = Field(
-        default_factory=lambda: {kind: 1.0 for kind in EVENT_TYPES}
+        default_factory=lambda: {kind: 1.0 for kind in EVENT_TYPES if kind not in NEGATIVE_TYPES}
     )
     retrain_min_events: int = Field(default=3, ge=2)
     promotion_tolerance: float = Field(default=0.001, ge=0)

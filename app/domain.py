@@ -8,8 +8,10 @@ from typing import Literal
 
 # The one definition of the event types: the API's schema, the table's check constraint and the
 # default training weights all derive from it.
-EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
+EventType = Literal["view", "click", "add_to_cart", "purchase", "rating", "dislike", "hide"]
 EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
+# "Not interested": the item leaves the user's lists until a later positive event on it.
+NEGATIVE_TYPES: tuple[str, ...] = ("dislike", "hide")
 ID_LEN = 256  # longest user, item or event id
 OVERRIDE = "override"  # the experiment variant of a request that names its model
 # meta.json "source" of the checkpoints `recsys retrain` writes: they serve only once promoted,

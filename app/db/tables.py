@@ -101,7 +101,10 @@ class Exposure(Base):
     """One served recommendation list, for attribution of later clicks and conversions."""
 
     __tablename__ = "exposures"
-    __table_args__ = (Index("ix_exposures_experiment", "experiment", "variant"),)
+    __table_args__ = (
+        Index("ix_exposures_experiment", "experiment", "variant"),
+        Index("ix_exposures_user", "user_id"),  # erasure deletes by user
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     recommendation_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -135,3 +138,26 @@ class ItemEmbedding(Base):
     encoder: Mapped[str] = mapped_column(String(128), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
+
+
+class Rule(Base):
+    """A merchandising rule (attribute boosts, pinned items), stored like an experiment."""
+
+    __tablename__ = "rules"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Erasure(Base):
+    """The receipt of one DELETE /users/{id}: when and how much, keyed by a hash of the id so
+    the receipt holds no personal data."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (Index("ix_erasures_subject", "subject"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(64))  # sha256 hex of the user id
+    erased_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
