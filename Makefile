@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test bench lint fmt clean
+.PHONY: venv run test bench fuzz lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,13 +28,16 @@ bench: $(STAMP)  ## benchmarks; results land in bench/results/
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/e2e.py
 
+fuzz: $(STAMP)  ## schemathesis against every route (Postgres + Redis when up, else SQLite)
+	$(BIN)/python scripts/fuzz.py --max-examples $${FUZZ_EXAMPLES:-1000} $(FUZZ_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check app models tests bench research
+	$(BIN)/ruff format --check app models tests bench research scripts
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format app models tests bench research
+	$(BIN)/ruff format app models tests bench research scripts
 	$(BIN)/ruff check --fix .
 
 clean:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.domain import EVENT_TYPES, NEGATIVE_TYPES
+from app.domain import EVENT_TYPES, NEGATIVE_TYPES, EventType
 from models.data import default_data_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,14 @@ class Settings(BaseSettings):
     redis_prefix: str = "recsys:"
     write_key: str | None = None
     admin_key: str | None = None
+    # Set: reads (/recommend, /compare, /models, GET /items/..., similar items) need this key
+    # (or the write or admin key), for shops that do not want lists open to anyone; unset: open.
+    read_key: str | None = None
+    # Set: /metrics needs this key (or the admin key); unset: open, as scrapers usually expect.
+    metrics_key: str | None = None
+    # Browser origins allowed to call the API (CORS), e.g. ["https://shop.example"]; empty: no
+    # CORS headers at all, so browsers on other origins are refused as before.
+    cors_origins: tuple[str, ...] = ()
     model_dir: Path = Path("./var/models")
     data_dir: Path | None = Field(default_factory=_existing_data_dir)
 
@@ -44,6 +53,21 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     # Length of the per-user recent-history list kept in the cache.
     history_len: int = Field(default=200, ge=1)
+    # Event types that mask an item for that user for good, however long ago (not only within
+    # history_len): a shop that wants viewed items back lists only ["purchase"], say.
+    seen_types: tuple[EventType, ...] = Field(
+        default_factory=lambda: cast(
+            tuple[EventType, ...], tuple(k for k in EVENT_TYPES if k not in NEGATIVE_TYPES)
+        )
+    )
+    # Shops selling consumables: seen items may be recommended again (dislikes stay hidden);
+    # a request's repeats=true does the same for one call.
+    allow_repeats: bool = False
+    # A rating at or above this is positive, at or below rating_negative_max negative (acts as
+    # a dislike), between them neutral (model input and seen, lifts no dislike); one rule for
+    # serving and training: app.ingest.meaning.polarity.
+    rating_positive_min: float = 4.0
+    rating_negative_max: float = 2.0
     # Best unseen items ranked and cached with each user vector: a request whose k (after its
     # exclusions) fits is answered from this list without scoring the catalog.
     ranked_items: int = Field(default=100, ge=1, le=1000)
@@ -65,16 +89,28 @@ class Settings(BaseSettings):
     encode_catalog: bool = True
     # How often each replica re-reads models on disk, experiments, popular and inactive items.
     refresh_interval_s: float = Field(default=10.0, gt=0)
+    # Filter masks (and boost biases) cached per filter, model version and catalog generation:
+    # each is up to a byte (8 for biases) per item, so the cache is bounded, not per filter.
+    filter_cache_size: int = Field(default=512, ge=1)
     # Train small demo checkpoints at startup when the model directory is empty (make run).
     demo_models: bool = False
     # Retraining: models trained by `recsys retrain`, a weight per event type (0 leaves a type
-    # out), users need this many distinct items to count, and the promotion gate's tolerance
+    # out; mf scales an interaction's confidence by it, sasrec its target's loss term; dislike
+    # and hide are never trained on, research/results/negatives.md), users need this many
+    # distinct items to count, and the promotion gate's tolerance
     # (absolute validation NDCG@10 a new version may lose against the active one).
     retrain_models: tuple[str, ...] = ("mf", "sasrec")
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {kind: 1.0 for kind in EVENT_TYPES if kind not in NEGATIVE_TYPES}
     )
     retrain_min_events: int = Field(default=3, ge=2)
+    # Fewer users than this (with retrain_min_events items each) is too little data: a model
+    # fit to a handful of users only memorises them, so popular items keep answering until then.
+    retrain_min_users: int = Field(default=10, ge=1)
+    # `recsys retrain --every`: a run that cannot reach the database is retried after this
+    # many seconds, doubling per failure up to the cap, instead of exiting (a crash loop).
+    retrain_retry_s: float = Field(default=5.0, gt=0)
+    retrain_retry_max_s: float = Field(default=300.0, gt=0)
     promotion_tolerance: float = Field(default=0.001, ge=0)
     retrain_seed: int = 0
     # torch intra-op threads in a serving process: scoring ops are small, and one thread per

@@ -20,9 +20,14 @@ class NotFound(ServiceError):
 
 
 class Conflict(ServiceError):
-    """The request is well-formed but contradicts the service's state (e.g. an unloaded model)."""
+    """The request is well-formed but contradicts the service's state (e.g. an unloaded model);
+    `loc` is where in the request, as a validation error's."""
 
     status = 422
+
+    def __init__(self, detail: str, loc: tuple[str | int, ...] = ("body",)) -> None:
+        super().__init__(detail)
+        self.loc = loc
 
 
 class Unavailable(ServiceError):

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
 from sqlalchemy import exc as sa_exc
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 
 from app.api import (
@@ -26,30 +26,24 @@ from app.api import (
     items,
     models,
     recommend,
+    rules,
     similar,
     users,
 )
+from app.api.body import JSON_INVALID
+from app.api.cors import cors_options
 from app.cache import make_cache
 from app.config import Settings, get_settings
-from app.db.session import make_engine, make_sessionmaker
-from app.errors import ServiceError
+from app.db.session import UNREACHABLE, make_engine, make_sessionmaker
+from app.errors import Conflict, ServiceError
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.schemas import EVENT_BATCH
 from app.serving.lifecycle import serving
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "the database cannot be reached", answered with 503 instead of 500.
-DATABASE_DOWN = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
+# Any other OSError on the way to the database is network trouble too: 503, not 500.
+DATABASE_DOWN = (*UNREACHABLE, OSError)
 
 
 _frozen = False
@@ -101,29 +95,43 @@ def _lifespan(settings: Settings) -> Any:
 
 def _json_safe(value: Any) -> Any:
     """An error's echo of the request as JSON can carry it: unpaired surrogates escaped
-    ("\\ud800"), NaN and infinities as text; otherwise the 422 itself would fail as a 500."""
+    ("\\ud800"), bytes that are not UTF-8 too ("\\xff"), NaN and infinities as text;
+    otherwise the 4xx itself would fail as a 500."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
         return {_json_safe(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_json_safe(item) for item in value]
     return value
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
-    """422 naming each bad field; counts rejected event batches."""
+    """422 naming each bad field, 400 for a body that is not JSON; counts rejected event
+    batches."""
     assert isinstance(error, RequestValidationError)
+    errors = error.errors()
+    malformed = any(detail.get("type") == JSON_INVALID for detail in errors)
+    if malformed:  # a 400; its input is the whole body, not worth echoing back
+        errors = [{key: v for key, v in detail.items() if key != "input"} for detail in errors]
     if request.url.path.rstrip("/") == "/events":
-        request.app.state.metrics.events_rejected.labels(reason="validation").inc()
-    return JSONResponse({"detail": _json_safe(jsonable_encoder(error.errors()))}, status_code=422)
+        reason = "malformed" if malformed else "validation"
+        request.app.state.metrics.events_rejected.labels(reason=reason).inc()
+    body = {"detail": jsonable_encoder(_json_safe(errors))}
+    return JSONResponse(body, status_code=400 if malformed else 422)
 
 
 async def _service_error(request: Request, error: Exception) -> JSONResponse:
-    """A flow's domain error as its HTTP status: the one place errors become HTTP."""
+    """A flow's domain error as its HTTP status: the one place errors become HTTP. A conflict
+    is a 422 shaped as every other (and as documented): a list of errors with loc and msg."""
     assert isinstance(error, ServiceError)
+    if isinstance(error, Conflict):
+        detail = [{"type": "conflict", "loc": list(error.loc), "msg": error.detail}]
+        return JSONResponse({"detail": detail}, status_code=error.status)
     return JSONResponse({"detail": error.detail}, status_code=error.status)
 
 
@@ -131,6 +139,26 @@ async def _database_down(request: Request, error: Exception) -> JSONResponse:
     """503 when the database is unreachable: the client should retry; nothing was acknowledged."""
     log.warning("database unavailable: %s: %s", type(error).__name__, error)
     return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
+
+
+def _server_unavailable(error: BaseException | None) -> bool:
+    """True when a driver error says the server is shutting down, starting up or gone:
+    SQLSTATE class 08 (connection) or 57 (operator intervention, e.g. 57P03 "the database
+    system is starting up", which SQLAlchemy wraps as a plain DBAPIError)."""
+    seen = 0
+    while error is not None and seen < 5:
+        if str(getattr(error, "sqlstate", "") or "")[:2] in ("08", "57"):
+            return True
+        error = getattr(error, "orig", None) or error.__cause__
+        seen += 1
+    return False
+
+
+async def _driver_error(request: Request, error: Exception) -> JSONResponse:
+    """A driver error of no more specific kind: 503 while the server restarts, else a 500."""
+    if _server_unavailable(error):
+        return await _database_down(request, error)
+    raise error
 
 
 async def _client_gone(request: Request, error: Exception) -> JSONResponse:
@@ -171,12 +199,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
     )
+    if settings.cors_origins:  # outermost: preflights are answered before anything else runs
+        app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(ServiceError, _service_error)
     for error_type in DATABASE_DOWN:
         app.add_exception_handler(error_type, _database_down)
-    routers = (events, items, similar, recommend, compare, models, experiments, users, health)
+    app.add_exception_handler(sa_exc.DBAPIError, _driver_error)  # subclasses keep their own
+    routers = (
+        events,
+        items,
+        similar,
+        recommend,
+        compare,
+        models,
+        experiments,
+        rules,
+        users,
+        health,
+    )
     for module in routers:
         app.include_router(module.router)
     _document_models(app, EventBatch=EVENT_BATCH)

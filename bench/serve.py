@@ -1,10 +1,15 @@
-"""Serving load: /recommend (warm and cold cache, per model) against a trivial endpoint.
+"""Serving load: /recommend (warm and cold cache, per model; warm with a category filter)
+against a trivial endpoint.
 
 A real uvicorn server (one worker) on Postgres and Redis serves checkpoints trained on
 ml1m-half-loo; a load generator in a separate process (bench/loadgen.py) keeps 16 connections
 busy. Run: .venv/bin/python bench/serve.py [--checkpoints DIR] [--seconds 10] [--clients 16]
 --checkpoints: a directory of <model>/ checkpoints (recsys compare writes them under
 <out>/checkpoints); models missing there are trained here (SASRec with a time budget).
+--long-users N adds N users with --long-events events each (views, some purchases and
+dislikes; more than the 200-event model input) and a "warm long history" scenario per model:
+their whole history is masked, so this is the cost of the seen set (issue 14). --models picks
+the models (a smoke test: --models mf --seconds 2 --rounds 1 --long-users 200).
 Each round measures every scenario, the trivial one first; the table shows medians over rounds
 (--rounds, default 3), and ratios are taken within a round. Writes bench/results/serve.json.
 """
@@ -15,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -45,10 +51,12 @@ FALLBACK_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def prepare_models(data: LeaveOneOut, source: Path | None, target: Path) -> dict[str, str]:
+def prepare_models(
+    data: LeaveOneOut, source: Path | None, target: Path, models: tuple[str, ...] = MODELS
+) -> dict[str, str]:
     """target/<model>/bench: copied from `source` when there, else trained now."""
     origin = {}
-    for name in MODELS:
+    for name in models:
         given = source / name if source else None
         if given is not None and (given / "meta.json").is_file():
             shutil.copytree(given, target / name / "bench")
@@ -62,6 +70,18 @@ def prepare_models(data: LeaveOneOut, source: Path | None, target: Path) -> dict
     return origin
 
 
+EVENT_COLUMNS = ["event_id", "user_id", "item_id", "type", "event_time"]
+
+
+async def copy_rows(dsn: str, table: str, records: list[Any], columns: list[str]) -> None:
+    """COPY rows into a table over one connection."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.copy_records_to_table(table, records=records, columns=columns)
+    finally:
+        await connection.close()
+
+
 async def seed_events(dsn: str, data: LeaveOneOut) -> int:
     """COPY every user's train + val history into the events table."""
     records = []
@@ -70,15 +90,48 @@ async def seed_events(dsn: str, data: LeaveOneOut) -> int:
         for step, item in enumerate(history.tolist()):
             moment = datetime.fromtimestamp(1_600_000_000 + step, UTC)
             records.append((uuid.uuid4().hex, user_id, data.item_ids.ids[item], "view", moment))
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.copy_records_to_table(
-            "events",
-            records=records,
-            columns=["event_id", "user_id", "item_id", "type", "event_time"],
+    await copy_rows(dsn, "events", records, EVENT_COLUMNS)
+    return len(records)
+
+
+async def seed_long_histories(
+    dsn: str, data: LeaveOneOut, users: int, events: int, seed: int = 0
+) -> list[str]:
+    """COPY `users` extra users with `events` events each over random items (90% views, 5%
+    purchases, 5% dislikes), oldest first; returns their ids."""
+    rng = random.Random(seed)
+    items, kinds = data.item_ids.ids, ["view"] * 18 + ["purchase", "dislike"]
+    ids = [f"long-{n}" for n in range(users)]
+    records = [
+        (
+            uuid.uuid4().hex,
+            user,
+            rng.choice(items),
+            rng.choice(kinds),
+            datetime.fromtimestamp(1_600_000_000 + step, UTC),
         )
-    finally:
-        await connection.close()
+        for user in ids
+        for step in range(events)
+    ]
+    await copy_rows(dsn, "events", records, EVENT_COLUMNS)
+    return ids
+
+
+# The filtered scenario's catalog: item n is in category cat-(n % CATEGORIES), so one category
+# holds a tenth of the items and a user's cached top-100 rarely holds 10 of them (the catalog
+# restricted to the category is scored, as a shop's category page would be).
+CATEGORIES = 10
+
+
+async def seed_items(dsn: str, data: LeaveOneOut) -> int:
+    """COPY a catalog row per item, each in one of CATEGORIES categories."""
+    records = [
+        (item_id, json.dumps([f"cat-{n % CATEGORIES}"]), "{}", float(n % 100), True)
+        for n, item_id in enumerate(data.item_ids.ids)
+    ]
+    await copy_rows(
+        dsn, "items", records, ["item_id", "categories", "attributes", "price", "active"]
+    )
     return len(records)
 
 
@@ -114,18 +167,30 @@ def flush_prefix(prefix: str) -> None:
         client.delete(*keys[start : start + 10_000])
 
 
-def scenarios(base: str, users: list[str], prefix: str, args: argparse.Namespace) -> dict[str, Any]:
+def scenarios(
+    base: str,
+    users: list[str],
+    prefix: str,
+    args: argparse.Namespace,
+    long_users: list[str] | None = None,
+) -> dict[str, Any]:
     """Trivial endpoint; per model: cold (each user at most once, empty cache), then warm
-    (a warm-up pass over `--warm-users` users, then a timed run cycling over them)."""
+    (a warm-up pass over `--warm-users` users, then a timed run cycling over them), and warm
+    over the long-history users when there are any."""
     results = {"trivial /healthz": load(base, ["/healthz"], args)}
     warm_args = argparse.Namespace(**{**vars(args), "seconds": 600})
-    for name in MODELS:
+    for name in args.models:
         paths = [f"/recommend?user_id={u}&k=10&model={name}" for u in users]
         flush_prefix(prefix)
         results[f"{name} cold"] = load(base, paths, args, once=True)
         warm = paths[-args.warm_users :]  # the cold run starts at the front
         load(base, warm, warm_args, once=True)
         results[f"{name} warm"] = load(base, warm, args)
+        results[f"{name} warm category"] = load(base, [f"{p}&category=cat-3" for p in warm], args)
+        if long_users:
+            paths = [f"/recommend?user_id={u}&k=10&model={name}" for u in long_users]
+            load(base, paths, warm_args, once=True)  # warm-up: every state cached
+            results[f"{name} warm long history"] = load(base, paths, args)
     trivial = results["trivial /healthz"]["rps"]
     for result in results.values():
         result["rps_vs_trivial"] = result["rps"] / trivial  # within the round: same conditions
@@ -147,9 +212,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"recsys-bench-{uuid.uuid4().hex[:8]}:"
     with tempfile.TemporaryDirectory() as tmp, throwaway_postgres() as dsn:
         origin = prepare_models(
-            data, Path(args.checkpoints) if args.checkpoints else None, Path(tmp)
+            data, Path(args.checkpoints) if args.checkpoints else None, Path(tmp), args.models
         )
         events = asyncio.run(seed_events(dsn, data))
+        asyncio.run(seed_items(dsn, data))
+        long_users = (
+            asyncio.run(seed_long_histories(dsn, data, args.long_users, args.long_events))
+            if args.long_users
+            else []
+        )
         env = {
             "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
             "RECSYS_REDIS_URL": REDIS_URL,
@@ -160,7 +231,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             with server(env) as base:
                 rounds = [
-                    scenarios(base, data.user_ids.ids, prefix, args) for _ in range(args.rounds)
+                    scenarios(base, data.user_ids.ids, prefix, args, long_users)
+                    for _ in range(args.rounds)
                 ]
         finally:
             flush_prefix(prefix)
@@ -170,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": 1,
         "events": events,
         "users": len(data.user_ids),
+        "long_history_users": {"users": args.long_users, "events_each": args.long_events},
         "checkpoints": origin,
         "rounds": rounds,
         "results": medians(rounds),
@@ -185,6 +258,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warm-users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="medians over rounds are reported")
+    parser.add_argument("--long-users", type=int, default=1000, help="0: no long histories")
+    parser.add_argument("--long-events", type=int, default=300)
+    parser.add_argument(
+        "--models", type=lambda v: tuple(v.split(",")), default=MODELS, help="e.g. mf,sasrec"
+    )
     outcome = run(parser.parse_args())
     print(f"\nmedians over {len(outcome['rounds'])} rounds")
     print("| scenario | requests/s | vs trivial | p50 ms | p95 ms | p99 ms | errors |")

@@ -17,6 +17,8 @@ from models.config import config_class, known_fields, refuse_retired
 History = Sequence[int] | np.ndarray
 # Per history, each item's timestamp in seconds (int64), same order; None: times not known.
 Times = Sequence[np.ndarray] | None
+# Per history, each item's training weight (float), same order; None: every weight 1.
+Weights = Sequence[np.ndarray] | None
 
 
 class Recommender(ABC):
@@ -47,12 +49,16 @@ class Recommender(ABC):
         """Number of items the model scores."""
 
     @abstractmethod
-    def fit(self, train: Any, valid: Any | None = None, times: Times = None) -> dict[str, Any]:
+    def fit(
+        self, train: Any, valid: Any | None = None, times: Times = None, weights: Weights = None
+    ) -> dict[str, Any]:
         """Train on per-user histories; returns a report (epochs, best validation metric, seconds).
 
         `train` is a Sequence[np.ndarray] of chronological item indices per user; `valid` an
         EvalSet (models.metrics) used for early stopping by models that train in epochs; `times`
-        each train item's timestamp, for models that use them (`uses_times`).
+        each train item's timestamp, for models that use them (`uses_times`); `weights` each
+        train item's training weight (> 0; None: all 1), for models that use them (mf scales
+        confidences, sasrec the cross-entropy terms; the others ignore them).
         """
 
     def log_epoch(self, **stats: float) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.base import History, Recommender, Times
+from models.base import History, Recommender, Times, Weights
 
 
 @dataclass
@@ -56,9 +56,14 @@ class ContentRecommender(Recommender):
         self.features = features.to(torch.float32).contiguous()
 
     def fit(
-        self, train: Sequence[np.ndarray], valid: Any | None = None, times: Times = None
+        self,
+        train: Sequence[np.ndarray],
+        valid: Any | None = None,
+        times: Times = None,
+        weights: Weights = None,
     ) -> dict[str, Any]:
-        """Only the empty-history vector: the mean of the training interactions' item vectors."""
+        """Only the empty-history vector: the mean of the training interactions' item vectors
+        (weights are not used)."""
         start = time.perf_counter()
         flat = np.concatenate([np.zeros(0, np.int64), *(np.asarray(h, np.int64) for h in train)])
         counts = torch.from_numpy(np.bincount(flat, minlength=self.num_items)).float()

@@ -142,6 +142,9 @@ class Interactions:
     timestamps: np.ndarray  # (N,) int64; file row number when the source has no time column
     types: np.ndarray | None = None  # (N,) str, e.g. "view", "purchase"
     values: np.ndarray | None = None  # (N,) float64, e.g. the MovieLens rating
+    # (N,) float64 training weight of each row (an event type's weight); None: every row 1,
+    # so data without weights (MovieLens) trains exactly as before weights existed.
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -154,6 +157,7 @@ class Interactions:
             timestamps=self.timestamps[rows],
             types=None if self.types is None else self.types[rows],
             values=None if self.values is None else self.values[rows],
+            weights=None if self.weights is None else self.weights[rows],
         )
 
     def fingerprint(self) -> str:
@@ -194,6 +198,11 @@ class LeaveOneOut:
     train_times: list[np.ndarray] | None = None
     val_times: np.ndarray | None = None  # (U,) int64
     test_times: np.ndarray | None = None  # (U,) int64
+    # Training weight of each train item, same order, and of each val item (models.train's
+    # refit trains on it); None: every weight 1. Models that use weights (mf, sasrec) scale an
+    # interaction's part of the loss by it; not in the fingerprint.
+    train_weights: list[np.ndarray] | None = None  # float64 per train history
+    val_weights: np.ndarray | None = None  # (U,) float64
 
     @property
     def num_items(self) -> int:
@@ -224,6 +233,15 @@ class LeaveOneOut:
         pairs = zip(self.train_times, self.val_times, self.val, strict=True)
         return [np.append(t, vt) if v >= 0 else t for t, vt, v in pairs]
 
+    def train_plus_val_weights(self) -> list[np.ndarray] | None:
+        """The weights of `train_plus_val()`'s items (a missing val weight is 1), None without
+        train weights."""
+        if self.train_weights is None:
+            return None
+        val_weights = np.ones(len(self.val)) if self.val_weights is None else self.val_weights
+        pairs = zip(self.train_weights, val_weights, self.val, strict=True)
+        return [np.append(w, vw) if v >= 0 else w for w, vw, v in pairs]
+
     def test_set(self) -> EvalSet:
         """Test protocol: input history = train + val, target = test."""
         return EvalSet(self.train_plus_val(), self.test, self.train_plus_val_times())
@@ -249,7 +267,7 @@ class LeaveOneOut:
             return self
         lookup = np.array([item_ids.get(i) for i in self.item_ids.ids], dtype=np.int64)
         train = [lookup[h] for h in self.train]
-        times = self.train_times
+        times, weights = self.train_times, self.train_weights
         return LeaveOneOut(
             user_ids=self.user_ids,
             item_ids=item_ids,
@@ -260,6 +278,8 @@ class LeaveOneOut:
             train_times=None if times is None else _kept_times(times, train),
             val_times=self.val_times,
             test_times=self.test_times,
+            train_weights=None if weights is None else _kept_times(weights, train),
+            val_weights=self.val_weights,
         )
 
     @classmethod
@@ -273,6 +293,12 @@ class LeaveOneOut:
         items = IdMap.sorted_from(np.concatenate([t.item_ids for t in tables]))
         histories, train_times = _group_histories(train, users, items)
         val_items, val_times = _one_per_user(val, users, items, "val")
+        train_weights = val_weights = None
+        if train.weights is not None or val.weights is not None:  # weighted rows: keep them
+            train_weights = _group_weights(train, users)
+            val_weights = np.ones(len(users))
+            if val.weights is not None:
+                val_weights[users.indices(val.user_ids)] = val.weights
         unknown = np.full(len(users), -1, dtype=np.int64)
         test_items, test_times = (
             (unknown, None) if test is None else _one_per_user(test, users, items, "test")
@@ -286,11 +312,13 @@ class LeaveOneOut:
             train_times=train_times,
             val_times=val_times,
             test_times=test_times,
+            train_weights=train_weights,
+            val_weights=val_weights,
         )
 
 
 def _kept_times(times: list[np.ndarray], histories: list[np.ndarray]) -> list[np.ndarray]:
-    """Each history's times where its item is known (index >= 0)."""
+    """Each history's times (or weights) where its item is known (index >= 0)."""
     return [t[h >= 0] for t, h in zip(times, histories, strict=True)]
 
 
@@ -305,6 +333,15 @@ def _group_histories(
     histories = [h.astype(np.int64) for h in np.split(item_idx[order], cuts)]
     times = [t.astype(np.int64) for t in np.split(rows.timestamps[order], cuts)]
     return histories, times
+
+
+def _group_weights(rows: Interactions, users: IdMap) -> list[np.ndarray]:
+    """Per-user row weights (1 without a weight column) in `_group_histories`' order."""
+    user_idx = users.indices(rows.user_ids)
+    weights = np.ones(len(rows)) if rows.weights is None else rows.weights.astype(np.float64)
+    order = np.lexsort((rows.timestamps, user_idx))
+    cuts = np.cumsum(np.bincount(user_idx, minlength=len(users)))[:-1]
+    return list(np.split(weights[order], cuts))
 
 
 def _one_per_user(

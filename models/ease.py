@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models.base import History, Recommender, Times, torch_threads
+from models.base import History, Recommender, Times, Weights, torch_threads
 
 
 @dataclass
@@ -55,18 +55,23 @@ class EASE(Recommender):
         return self.weights.shape[0]
 
     def fit(
-        self, train: Sequence[np.ndarray], valid: Any | None = None, times: Times = None
+        self,
+        train: Sequence[np.ndarray],
+        valid: Any | None = None,
+        times: Times = None,
+        weights: Weights = None,
     ) -> dict[str, Any]:
-        """Closed form: invert the regularised item Gram matrix (float64 for accuracy)."""
+        """Closed form: invert the regularised item Gram matrix (float64 for accuracy; weights
+        are not used)."""
         start = time.perf_counter()
         matrix = _binary_matrix(train, self.num_items)
         gram = torch.from_numpy((matrix.T @ matrix).toarray())  # (I, I) float64
         gram.diagonal().add_(self.config.regularization)
         with torch_threads(self.config.threads):
             precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # (I, I) = P
-        weights = -precision / precision.diagonal()[None, :]  # B = I - P diag(1/diag(P))
-        weights.diagonal().zero_()
-        self.weights = weights.T.to(torch.float32).contiguous()
+        coefficients = -precision / precision.diagonal()[None, :]  # B = I - P diag(1/diag(P))
+        coefficients.diagonal().zero_()
+        self.weights = coefficients.T.to(torch.float32).contiguous()
         return {"epochs": 1, "seconds": time.perf_counter() - start}
 
     def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:

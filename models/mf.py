@@ -11,6 +11,13 @@ c_ui = 1 is plain iALS (recency_boost = 0). With recency_boost = b, an interacti
 the end of the user's history has c = 1 + b * 2^(-p / recency_halflife): recent items count more,
 which matters for next-item (leave-one-out) evaluation.
 
+Event weights (`fit(..., weights=)`, e.g. retrain's per-type weights): an interaction of weight
+w has c = w * (1 + b * 2^(-p / halflife)), so a purchase of weight 5 counts five times a view of
+weight 1 at the same place; without weights (MovieLens) w = 1 and nothing changes. Multiplying
+(rather than c = 1 + alpha * w) keeps the recency profile and needs no new hyperparameter. A
+user's repeated item keeps its largest confidence (the split already merged repeats by their
+largest weight). Fold-in (`user_vectors`) has no weights: serving's histories are item ids only.
+
 Each half-step is an exact ridge solve per row, batched: rows are sorted by length and padded
 into chunks, the per-row Gram matrix comes from one `bmm`, and all systems of a chunk are solved
 by one batched LAPACK call. Users are never stored: `user_vectors` solves the user step for any
@@ -40,7 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import History, Recommender, Times, torch_threads
+from models.base import History, Recommender, Times, Weights, torch_threads
 from models.content import principal_projection
 from models.data import EvalSet
 from models.metrics import evaluate_vectors
@@ -114,20 +121,38 @@ def recency_weights(lengths: np.ndarray, cfg: IALSConfig) -> np.ndarray:
     return (1.0 + boost).astype(np.float32)
 
 
-def history_matrix(histories: Sequence[History], num_cols: int, cfg: IALSConfig) -> _Sparse:
-    """Users x items confidence matrix; a repeated item keeps its most recent (largest) weight."""
+def history_matrix(
+    histories: Sequence[History], num_cols: int, cfg: IALSConfig, weights: Weights = None
+) -> _Sparse:
+    """Users x items confidence matrix, c = event weight x recency (module docstring); a
+    repeated item keeps its largest confidence."""
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     rows = np.repeat(np.arange(len(histories), dtype=np.int64), lengths)
     cols = np.concatenate([np.zeros(0, np.int64), *(np.asarray(h, np.int64) for h in histories)])
     if cols.size and (cols.min() < 0 or cols.max() >= num_cols):
         raise ValueError(f"item index out of range [0, {num_cols})")
     keys = rows * num_cols + cols
-    weights = recency_weights(lengths, cfg)
-    order = np.lexsort((-weights, keys))  # per key, the largest weight first
+    confidence = recency_weights(lengths, cfg)
+    if weights is not None:
+        confidence = (confidence * _flat_weights(weights, lengths)).astype(np.float32)
+    order = np.lexsort((-confidence, keys))  # per key, the largest confidence first
     unique_keys, first = np.unique(keys[order], return_index=True)
     indptr = np.searchsorted(unique_keys // num_cols, np.arange(len(histories) + 1))
     entries = order[first]
-    return _Sparse(indptr.astype(np.int64), cols[entries], weights[entries], num_cols)
+    return _Sparse(indptr.astype(np.int64), cols[entries], confidence[entries], num_cols)
+
+
+def _flat_weights(weights: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    """The histories' event weights concatenated, checked: (sum lengths,) float64, all > 0."""
+    if len(weights) != len(lengths):
+        raise ValueError(f"{len(weights)} weight arrays for {len(lengths)} histories")
+    parts = [np.asarray(w, dtype=np.float64).reshape(-1) for w in weights]
+    if any(len(w) != n for w, n in zip(parts, lengths.tolist(), strict=True)):
+        raise ValueError("a history and its weights differ in length")
+    flat = np.concatenate([np.zeros(0), *parts])
+    if flat.size and not bool(np.all(flat > 0)):
+        raise ValueError("event weights must be > 0")
+    return flat
 
 
 @dataclass
@@ -280,10 +305,10 @@ class ImplicitALS(Recommender):
         """Every item's content part x W + b: (I, D)."""
         return self.item_content @ self.content_projection + self.content_offset
 
-    def _problem(self, train: Sequence[History]) -> _Problem:
+    def _problem(self, train: Sequence[History], weights: Weights = None) -> _Problem:
         """Sparse matrices, row plans and per-row regularization for `train`."""
         cfg = self.config
-        matrix = history_matrix(train, self.num_items, cfg)
+        matrix = history_matrix(train, self.num_items, cfg, weights)
         user_plan = _plan_rows(matrix, cfg.chunk_elements)
         item_plan = _plan_rows(matrix.transpose(), cfg.chunk_elements)
         return _Problem(
@@ -354,12 +379,17 @@ class ImplicitALS(Recommender):
         self.item_factors[cold] = self.config.cold_scale * self._content_prior()[cold]
 
     def fit(
-        self, train: Sequence[np.ndarray], valid: EvalSet | None = None, times: Times = None
+        self,
+        train: Sequence[np.ndarray],
+        valid: EvalSet | None = None,
+        times: Times = None,
+        weights: Weights = None,
     ) -> dict[str, Any]:
         """Alternate exact item and user steps; keep the epoch with the best validation NDCG@10
-        (times are not used: recency counts positions from the end of a history)."""
+        (times are not used: recency counts positions from the end of a history; `weights`
+        scale the confidences, module docstring)."""
         with torch_threads(self.config.threads):
-            return self._fit(train, valid)
+            return self._fit(train, valid, weights)
 
     def _first_users(self, problem: _Problem, count: int) -> torch.Tensor:
         """The user factors the first item step starts from: random, or with "init" the user
@@ -370,10 +400,12 @@ class ImplicitALS(Recommender):
         plan, reg = problem.user_plan, problem.user_reg
         return _solve_side(plan, self.item_factors, reg, cfg.unobserved_weight)[0]
 
-    def _fit(self, train: Sequence[np.ndarray], valid: EvalSet | None) -> dict[str, Any]:
+    def _fit(
+        self, train: Sequence[np.ndarray], valid: EvalSet | None, weights: Weights
+    ) -> dict[str, Any]:
         """The training loop of `fit`."""
         cfg, start = self.config, time.perf_counter()
-        problem = self._problem(train)
+        problem = self._problem(train, weights)
         users = self._first_users(problem, len(train))
         aligned = valid is not None and _aligned(train, valid)
         best, best_epoch, best_state, history = -1.0, 0, self._item_state(), []

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import History, Recommender, Times
+from models.base import History, Recommender, Times, Weights
 
 
 @dataclass
@@ -37,9 +37,14 @@ class Popularity(Recommender):
         return self.counts.shape[0]
 
     def fit(
-        self, train: Sequence[np.ndarray], valid: Any | None = None, times: Times = None
+        self,
+        train: Sequence[np.ndarray],
+        valid: Any | None = None,
+        times: Times = None,
+        weights: Weights = None,
     ) -> dict[str, Any]:
-        """Count interactions per item over the training histories (times are not used)."""
+        """Count interactions per item over the training histories (times and weights are not
+        used)."""
         start = time.perf_counter()
         arrays = [np.asarray(h, dtype=np.int64) for h in train]
         if self.config.unique_per_user:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from models.base import History, Recommender, Times, top_items, torch_threads
+from models.base import History, Recommender, Times, Weights, top_items, torch_threads
 from models.data import EvalSet
 from models.sasrec_net import (
     FIRST_GAP,
@@ -141,13 +141,16 @@ class SASRec(Recommender):
         train: Sequence[np.ndarray],
         valid: EvalSet | None = None,
         times: Times = None,
+        weights: Weights = None,
     ) -> dict[str, Any]:
         """Train on per-user chronological item arrays, early-stopping on validation NDCG@10;
-        `times`: each item's timestamp in seconds, used with `time_gaps`."""
+        `times`: each item's timestamp in seconds, used with `time_gaps`; `weights`: each
+        item's weight, which scales its cross-entropy term as a target (None: all 1)."""
         cfg = self.config
         if self.others:
             raise ValueError("a joined model is not trained further; fit a single network")
         sequences = self._training_sequences(train, times)
+        target_weights = None if weights is None else _sequence_weights(train, weights)
         if cfg.content != "off":
             self.net.set_trained(self._trained_items(sequences))
         torch.manual_seed(cfg.seed)
@@ -155,7 +158,7 @@ class SASRec(Recommender):
         with torch_threads(cfg.threads or None):
             self.net.to(cfg.torch_device())
             try:
-                report, state = trainer.run(sequences, valid)
+                report, state = trainer.run(sequences, valid, target_weights)
                 self._restore(state, sequences)
             finally:
                 self.net.to("cpu").eval()
@@ -384,3 +387,19 @@ def _member_of(name: str) -> tuple[int, str]:
     if head.startswith("member") and head.removeprefix("member").isdigit():
         return int(head.removeprefix("member")), key
     return 0, name
+
+
+def _sequence_weights(train: Sequence[History], weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The weights of `_training_sequences`' histories (those with 2+ items), checked > 0."""
+    if len(weights) != len(train):
+        raise ValueError(f"{len(weights)} weight arrays for {len(train)} histories")
+    kept = []
+    for history, weight in zip(train, weights, strict=True):
+        weight = np.asarray(weight, dtype=np.float32).reshape(-1)
+        if len(weight) != len(history):
+            raise ValueError("a history and its weights differ in length")
+        if len(weight) and not bool(np.all(weight > 0)):
+            raise ValueError("event weights must be > 0")
+        if len(history) >= 2:
+            kept.append(weight)
+    return kept

@@ -47,8 +47,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         items: torch.Tensor,
         labels: torch.Tensor,
         excluded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`excluded`: optional (row, item) pairs, sorted by row, left out of the row's softmax."""
+        """`excluded`: optional (row, item) pairs, sorted by row, left out of the row's softmax;
+        `weights` (N,): each row's weight, the loss is then sum w * CE / sum w (None: mean)."""
         grad_states, grad_items = torch.empty_like(states), torch.zeros_like(items)
         total = states.new_zeros(())
         for start in range(0, states.shape[0], CE_CHUNK):
@@ -59,23 +61,30 @@ class LinearCrossEntropy(torch.autograd.Function):
             if excluded is not None:
                 _exclude(probs, excluded, start, y, float("-inf"))
             peak = probs.amax(dim=0)  # (C,)
-            total -= (probs[y, cols] - peak).sum()  # the targets' logits
+            target_logits = probs[y, cols] - peak  # (C,) advanced indexing copies
+            if weights is None:
+                total -= target_logits.sum()
             probs.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
             if excluded is not None:
                 _exclude(probs, excluded, start, y, 0.0)  # the floor lifted them from -inf
             norm = probs.sum(dim=0)  # (C,)
-            total += norm.log().sum()
+            if weights is None:
+                total += norm.log().sum()
             probs.div_(norm)[y, cols] -= 1.0
+            if weights is not None:  # each row's CE and its gradient scaled by its weight
+                w = weights[rows]
+                total += (w * (norm.log() - target_logits)).sum()
+                probs.mul_(w)
             torch.mm(probs.T, items, out=grad_states[rows])
             grad_items.addmm_(probs, h)
-        n = max(states.shape[0], 1)
+        n = max(states.shape[0], 1) if weights is None else weights.sum().clamp(min=1e-12)
         ctx.save_for_backward(grad_states / n, grad_items / n)
         return total / n
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_states, grad_items = ctx.saved_tensors
-        return grad_states * grad, grad_items * grad, None, None
+        return grad_states * grad, grad_items * grad, None, None, None
 
 
 def _exclude(
@@ -117,6 +126,19 @@ def training_pairs(
     return inputs, targets
 
 
+def target_weights(
+    weights: Sequence[np.ndarray], max_len: int, ends: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Each `training_pairs` target's weight (B, L) float32, from the items' weights; 0 pads."""
+    ends = ends if ends is not None else [len(w) for w in weights]
+    windows = [w[max(0, end - max_len - 1) : end][1:] for w, end in zip(weights, ends, strict=True)]
+    width = max((len(w) for w in windows), default=0)
+    out = np.zeros((len(windows), max(width, 1)), dtype=np.float32)
+    for row, w in enumerate(windows):
+        out[row, : len(w)] = w
+    return torch.from_numpy(out)
+
+
 def seen_items(inputs: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, item) pairs: each kept position (row-major order) with every input item up to it."""
     B, L = inputs.shape
@@ -147,13 +169,19 @@ class SASRecTrainer:
         self, model: Recommender, net: SASRecNet, config: SASRecConfig, rng: np.random.Generator
     ) -> None:
         self.model, self.net, self.config, self.rng = model, net, config, rng
+        self.weights: list[np.ndarray] | None = None  # per sequence, its items' weights
 
     def run(
-        self, train: list[np.ndarray], valid: EvalSet | None
+        self,
+        train: list[np.ndarray],
+        valid: EvalSet | None,
+        weights: list[np.ndarray] | None = None,
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """Epoch loop with periodic validation, patience and a time budget: the fit report and
-        the best validated weights (without validation, the last epoch's)."""
+        the best validated weights (without validation, the last epoch's). `weights`: each
+        item's weight as a target (None: all 1)."""
         cfg = self.config
+        self.weights = weights
         lengths = np.array([min(len(s) - 1, cfg.max_len) for s in train], dtype=np.int64)
         optimizer, schedule = self._optimizer(math.ceil(len(train) / cfg.batch_size))
         start = time.perf_counter()
@@ -214,8 +242,12 @@ class SASRecTrainer:
             seqs = [train[i] for i in batch]
             ends = self._window_ends(seqs)
             inputs, targets = training_pairs(seqs, self.config.max_len, self.net.pad, ends)
+            weights = None
+            if self.weights is not None:
+                rows = [self.weights[i] for i in batch]
+                weights = target_weights(rows, self.config.max_len, ends).to(device)
             self.net.drop_ids()
-            loss = self._loss(inputs.to(device), targets.to(device))
+            loss = self._loss(inputs.to(device), targets.to(device), weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -235,11 +267,15 @@ class SASRecTrainer:
                 ends[row] = int(self.rng.integers(cfg.max_len + 1, n + 1))
         return ends
 
-    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Next-item cross-entropy at the non-padded positions only."""
+    def _loss(
+        self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Next-item cross-entropy at the non-padded positions only; `weights` (B, L): each
+        target's weight (a weighted mean; None: the plain mean)."""
         cfg = self.config
         hidden = self.net(inputs)  # (B, L, D)
         keep = targets >= 0  # (B, L)
+        kept_weights = None if weights is None else weights[keep]  # (N,)
         if cfg.time_gaps:  # tokens -> items: targets and the seen-item mask are items
             inputs, targets = inputs % (self.net.pad + 1), targets % (self.net.pad + 1)
         states, labels = hidden[keep], targets[keep]  # (N, D), (N,)
@@ -249,11 +285,15 @@ class SASRecTrainer:
             inputs, labels, items = _within(among, inputs, labels, items, self.net.pad + 1)
         if cfg.loss == "ce":
             excluded = seen_items(inputs, keep) if cfg.mask_history else None
-            return LinearCrossEntropy.apply(states, items, labels, excluded)
-        return self._sampled_loss(states, items, labels)
+            return LinearCrossEntropy.apply(states, items, labels, excluded, kept_weights)
+        return self._sampled_loss(states, items, labels, kept_weights)
 
     def _sampled_loss(
-        self, states: torch.Tensor, items: torch.Tensor, labels: torch.Tensor
+        self,
+        states: torch.Tensor,
+        items: torch.Tensor,
+        labels: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy over each positive and n_negatives uniform items shared by the batch."""
         negatives = torch.from_numpy(
@@ -263,7 +303,10 @@ class SASRecTrainer:
         negative = states @ items[negatives].T  # (N, K)
         negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
         logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
-        return F.cross_entropy(logits, torch.zeros_like(labels), reduction="none").mean()
+        losses = F.cross_entropy(logits, torch.zeros_like(labels), reduction="none")
+        if weights is None:
+            return losses.mean()
+        return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
 
     def _validate(self, valid: EvalSet) -> dict[str, float]:
         """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""

@@ -130,13 +130,16 @@ def holdout_split(
     items: np.ndarray,
     times_us: np.ndarray,
     min_events: int = 3,
+    weights: np.ndarray | None = None,
 ) -> LeaveOneOut:
     """Events -> each user's latest distinct item held out for validation (retraining).
 
     `users`/`items` are int64 codes into `user_ids`/`item_ids` (in any order, e.g. arrival),
     `times_us` int64 microseconds. A user's repeated items are dropped (the first kept); users
     with fewer than `min_events` distinct items are left out and items re-indexed to those that
-    remain. Test targets are unknown (-1): retraining only validates.
+    remain. Test targets are unknown (-1): retraining only validates. `weights` (N,): each
+    event's training weight; a kept (user, item) pair takes the largest weight of its events
+    (a view then a purchase of an item weighs as the purchase), none: no weights.
     """
     # Index by the ids' natural order, not their arrival order: concurrent ingestion stores the
     # same events in a different order each time, and the indices decide the initialisation.
@@ -146,11 +149,23 @@ def holdout_split(
     times = np.asarray(times_us, dtype=np.int64)
     order = np.lexsort((np.arange(len(users)), times, users))  # by user, time, arrival
     users, items, times = users[order], items[order], times[order]
-    _, first = np.unique(users * len(item_map) + items, return_index=True)
+    keys = users * len(item_map) + items
+    _, first, pair = np.unique(keys, return_index=True, return_inverse=True)
     keep = np.sort(first)
+    pair_weights = None
+    if weights is not None:  # the largest weight of each pair, at its first event's place
+        largest = np.full(len(first), -np.inf)
+        np.maximum.at(largest, pair.reshape(-1), np.asarray(weights, np.float64)[order])
+        pair_weights = largest[pair.reshape(-1)[keep]]
     users, items, times = users[keep], items[keep], times[keep]
     kept_user = np.bincount(users, minlength=len(user_map))[users] >= min_events
     split = _held_out(user_map, item_map, users[kept_user], items[kept_user], times[kept_user])
+    if pair_weights is not None:
+        kept_weights = pair_weights[kept_user]
+        _, starts = np.unique(users[kept_user], return_index=True)
+        per_user = np.split(kept_weights, starts[1:]) if len(starts) else []
+        split.train_weights = [w[:-1] for w in per_user]
+        split.val_weights = np.array([w[-1] for w in per_user], dtype=np.float64)
     split.meta = {"source": "events", "min_events": min_events}
     return split
 
@@ -183,7 +198,7 @@ def shift_back(data: LeaveOneOut) -> LeaveOneOut:
     short = sum(len(h) < 2 for h in data.train)
     if short:  # a user with a single train item cannot give one up
         raise ValueError(f"{short} users have fewer than 2 train items")
-    times = data.train_times
+    times, weights = data.train_times, data.train_weights
     return LeaveOneOut(
         user_ids=data.user_ids,
         item_ids=data.item_ids,
@@ -194,6 +209,8 @@ def shift_back(data: LeaveOneOut) -> LeaveOneOut:
         train_times=None if times is None else [t[:-1] for t in times],
         val_times=None if times is None else np.array([t[-1] for t in times], dtype=np.int64),
         test_times=data.val_times,
+        train_weights=None if weights is None else [w[:-1] for w in weights],
+        val_weights=None if weights is None else np.array([w[-1] for w in weights]),
     )
 
 
@@ -243,13 +260,17 @@ def _item_counts(data: LeaveOneOut) -> np.ndarray:
 def _without_items(data: LeaveOneOut, removed: np.ndarray) -> LeaveOneOut:
     """Steps 3 and 4 of `cold_item_split`: `removed` (I,) bool out of train and val."""
     kept = [~removed[h] for h in data.train]
-    times = data.train_times
+    times, weights = data.train_times, data.train_weights
     split = dataclasses.replace(
         data,
         train=[h[m] for h, m in zip(data.train, kept, strict=True)],
         val=data.val.copy(),
         train_times=None if times is None else [t[m] for t, m in zip(times, kept, strict=True)],
         val_times=None if data.val_times is None else data.val_times.copy(),
+        train_weights=None
+        if weights is None
+        else [w[m] for w, m in zip(weights, kept, strict=True)],
+        val_weights=None if data.val_weights is None else data.val_weights.copy(),
     )
     moved = (data.val >= 0) & removed[np.maximum(data.val, 0)]
     stranded = moved & np.array([not len(h) for h in split.train], dtype=bool)
@@ -264,12 +285,15 @@ def _last_train_to_val(data: LeaveOneOut, user: int) -> None:
     if data.train_times is not None and data.val_times is not None:
         stamps = data.train_times[user]
         data.val_times[user], data.train_times[user] = stamps[-1], stamps[:-1]
+    if data.train_weights is not None and data.val_weights is not None:
+        weights = data.train_weights[user]
+        data.val_weights[user], data.train_weights[user] = weights[-1], weights[:-1]
 
 
 def _users(data: LeaveOneOut, keep: np.ndarray) -> LeaveOneOut:
     """The split restricted to the users where `keep` (U,) bool is True."""
     rows = np.flatnonzero(keep)
-    times = data.train_times
+    times, weights = data.train_times, data.train_weights
     return dataclasses.replace(
         data,
         user_ids=IdMap(data.user_ids.ids[u] for u in rows),
@@ -279,4 +303,6 @@ def _users(data: LeaveOneOut, keep: np.ndarray) -> LeaveOneOut:
         train_times=None if times is None else [times[u] for u in rows],
         val_times=None if data.val_times is None else data.val_times[rows],
         test_times=None if data.test_times is None else data.test_times[rows],
+        train_weights=None if weights is None else [weights[u] for u in rows],
+        val_weights=None if data.val_weights is None else data.val_weights[rows],
     )

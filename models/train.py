@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.base import Recommender, Times
+from models.base import Recommender, Times, Weights
 from models.checkpoint import save_checkpoint
 from models.data import LeaveOneOut
 from models.metrics import evaluate
@@ -103,13 +103,15 @@ def _fit(
     progress: bool,
     label: str,
     times: Times = None,
+    weights: Weights = None,
 ) -> _Timed:
-    """Fit with an optional progress bar, timed."""
+    """Fit with an optional progress bar, timed; `weights` only reach models when given."""
+    extra = {} if weights is None else {"weights": weights}
     with tqdm(desc=label, unit="epoch", disable=not progress, leave=False) as bar:
         model.epoch_callback = _progress_callback(bar) if progress else None
         wall, cpu = time.perf_counter(), time.process_time()
         try:
-            report = model.fit(data, valid, times)
+            report = model.fit(data, valid, times, **extra)
         finally:
             model.epoch_callback = None
     return _Timed(report, time.perf_counter() - wall, time.process_time() - cpu)
@@ -140,8 +142,8 @@ def _refit_model(
     seed_everything(seed)
     overrides = _refit_overrides(model, fit_report)
     refit = build_model(name, data.num_items, overrides, item_features)
-    times = data.train_plus_val_times()
-    timed = _fit(refit, data.train_plus_val(), None, progress, f"{name} refit", times)
+    times, weights = data.train_plus_val_times(), data.train_plus_val_weights()
+    timed = _fit(refit, data.train_plus_val(), None, progress, f"{name} refit", times, weights)
     return model.with_refit(refit), timed
 
 
@@ -169,7 +171,15 @@ def train_model(
     seed_everything(seed)
     fitted = build_model(name, data.num_items, config, item_features)
     popularity = data.item_popularity()
-    first = _fit(fitted, data.train, data.val_set(), progress, f"{name} fit", data.train_times)
+    first = _fit(
+        fitted,
+        data.train,
+        data.val_set(),
+        progress,
+        f"{name} fit",
+        data.train_times,
+        data.train_weights,
+    )
     val = evaluate(fitted, data.val_set(), item_popularity=popularity)
     model, second = fitted, None
     if refit:
@@ -241,7 +251,8 @@ def save_trained(
     meta.json or replaces the report's (e.g. source, data, trained_on; hence the positional-only
     arguments)."""
     fields: dict[str, Any] = {
-        "user_ids": data.user_ids.to_json(),
+        # No user ids: no model stores per-user rows (users are folded in from their
+        # histories), so a list of them would only be personal data to erase (issue 14).
         "data": report.data,
         "metrics": {"val": report.val, "test": report.test},
         "trained_on": "train" if report.refit_seconds is None else "train+val",

@@ -82,7 +82,8 @@ async def _truncate(url: str) -> None:
     connection = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=5)
     try:
         await connection.execute(
-            "TRUNCATE events, items, exposures, experiments, model_versions RESTART IDENTITY"
+            "TRUNCATE events, items, exposures, experiments, model_versions, rules, erasures "
+            "RESTART IDENTITY"
         )
     finally:
         await connection.close()

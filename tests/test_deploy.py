@@ -50,3 +50,21 @@ def test_dockerfile_essentials() -> None:
     assert "torch==2.13.0" in text and "whl/cpu" in text
     assert "\nUSER recsys" in text and "HEALTHCHECK" in text
     assert 'CMD ["recsys", "serve"' in text
+
+
+def test_trainer_health_check_reads_its_heartbeat() -> None:
+    # The trainer serves no HTTP: the image's /healthz check would fail forever.
+    trainer = compose()["services"]["trainer"]
+    command, check = trainer["command"], trainer["healthcheck"]["test"]
+    heartbeat = command[command.index("--heartbeat") + 1]
+    assert check[:4] == ["CMD", "python", "-m", "app.training.heartbeat"]
+    assert check[4] == heartbeat
+    every = command[command.index("--every") + 1]
+    assert every == "1h" and float(check[5]) > 3600  # longer than the interval between beats
+
+
+def test_keys_and_cors_reach_the_containers() -> None:
+    env = compose()["x-recsys-env"]
+    for name in ("WRITE", "ADMIN", "READ", "METRICS"):
+        assert env[f"RECSYS_{name}_KEY"] == f"${{RECSYS_{name}_KEY:-}}"  # empty: unset
+    assert env["RECSYS_CORS_ORIGINS"] == "${RECSYS_CORS_ORIGINS:-[]}"

@@ -6,10 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from app.api.body import body_error
 from app.api.deps import CacheDep, MetricsDep, SessionDep, SettingsDep, WriteKey
 from app.api.params import too_many
 from app.db.repo import EventColumns
 from app.ingest.flow import ingest_events, to_columns
+from app.ingest.meaning import RatingRule
 from app.schemas import EVENT_BATCH, EventsAccepted
 
 router = APIRouter(prefix="/events", tags=["events"])
@@ -25,12 +27,12 @@ BODY_DOC: dict[str, Any] = {
 
 
 def parse_batch(body: bytes, *, limit: int) -> EventColumns:
-    """Validate a raw body into insert columns; errors name the event index and field."""
+    """Validate a raw body into insert columns; errors name the event index and field (422),
+    a body that is not UTF-8 JSON is a 400."""
     try:
         batch = EVENT_BATCH.validate_json(body)
     except ValidationError as error:
-        details = error.errors(include_url=False, include_context=False)
-        raise RequestValidationError([{**d, "loc": ("body", *d["loc"])} for d in details]) from None
+        raise body_error(error, body, EVENT_BATCH) from None
     events = batch["events"]
     if len(events) > limit:
         raise too_many("events", len(events), limit)
@@ -50,4 +52,11 @@ async def post_events(
 ) -> EventsAccepted:
     """Store a batch of events in one transaction; answers once it is committed."""
     columns = parse_batch(await request.body(), limit=settings.max_events_per_batch)
-    return await ingest_events(session=session, cache=cache, metrics=metrics, columns=columns)
+    return await ingest_events(
+        session=session,
+        cache=cache,
+        metrics=metrics,
+        columns=columns,
+        weights=settings.event_weights,
+        rule=RatingRule.of(settings),
+    )

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import CacheDep, MetricsDep, ServicesDep, SettingsDep
+from app.api.deps import CacheDep, MetricsDep, MetricsKey, ServicesDep, SettingsDep
+from app.api.paths import public_errors
 from app.db import repo
 from app.schemas import Health, LoadedModels, Readiness
 from app.serving.services import Services
@@ -38,12 +39,14 @@ async def readyz(services: ServicesDep, cache: CacheDep, settings: SettingsDep) 
     registry = services.registry
     degraded = cache_state != "ok" or not registry.models
     overall = "unavailable" if database != "ok" else ("degraded" if degraded else "ok")
-    models = LoadedModels.model_validate(registry.describe())
+    described = registry.describe()  # an open probe: refused checkpoints without their paths
+    described["errors"] = public_errors(described["errors"])
+    models = LoadedModels.model_validate(described)
     body = Readiness(status=overall, database=database, cache=cache_state, models=models)
     return JSONResponse(body.model_dump(), status_code=503 if database != "ok" else 200)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[MetricsKey])
 async def metrics(metrics: MetricsDep) -> Response:
     """Prometheus text exposition."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.api.deps import ServicesDep, SessionDep, SettingsDep, WriteKey
+from app.api.deps import ReadKey, ServicesDep, SessionDep, SettingsDep, WriteKey
 from app.api.params import too_many
 from app.db import repo
 from app.errors import NotFound
@@ -21,11 +21,13 @@ async def put_items(
     active) in one transaction; a bad field is a 422 naming it, and nothing is stored."""
     if len(batch.items) > settings.max_items_per_batch:
         raise too_many("items", len(batch.items), settings.max_items_per_batch)
-    written = await upsert_items(session=session, catalog=services.catalog, items=batch.items)
+    written = await upsert_items(
+        session=session, catalog=services.catalog, items=batch.items, filters=services.filters
+    )
     return ItemsUpserted(upserted=written)
 
 
-@router.get("/{item_id}", response_model=ItemOut)
+@router.get("/{item_id}", response_model=ItemOut, dependencies=[ReadKey])
 async def get_item(item_id: str, session: SessionDep) -> ItemOut:
     """One catalog item; 404 when unknown."""
     try:

@@ -8,16 +8,17 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
-from app.api.deps import services_of
-from app.api.params import query_parameters, split_ids
+from app.api.deps import ReadKey, check_read_key, services_of
+from app.api.params import FILTER_PARAMETERS, filter_of, query_filter, query_parameters, split_ids
 from app.schemas import Recommendation, RecommendBody, RecommendQuery
+from app.serving.filters import ItemFilter
 from app.serving.recommend import recommend
 from app.serving.services import Ask
 
 router = APIRouter(prefix="/recommend", tags=["recommend"])
 # The hot path takes the services from the request, not through ServicesDep: FastAPI solves a
 # dependency per request, about 80 more Python calls on a warm GET (962 -> 1041 by cProfile).
-SINGLE_PARAMS = ("user_id", "k", "model", "experiment", "explain")
+SINGLE_PARAMS = ("user_id", "k", "model", "experiment", "explain", "repeats")
 
 
 def as_json(recommendation: dict[str, Any]) -> Response:
@@ -25,7 +26,11 @@ def as_json(recommendation: dict[str, Any]) -> Response:
     return Response(orjson.dumps(recommendation), media_type="application/json")
 
 
-def ask_of(params: RecommendQuery | RecommendBody, history: tuple[str, ...] | None = None) -> Ask:
+def ask_of(
+    params: RecommendQuery | RecommendBody,
+    history: tuple[str, ...] | None = None,
+    item_filter: ItemFilter | None = None,
+) -> Ask:
     """The flow's request from GET's query or POST's body."""
     return Ask(
         user_id=params.user_id,
@@ -35,6 +40,8 @@ def ask_of(params: RecommendQuery | RecommendBody, history: tuple[str, ...] | No
         exclude=tuple(params.exclude),
         history=history,
         explain=params.explain,
+        repeats=params.repeats,
+        filter=item_filter,
     )
 
 
@@ -55,16 +62,20 @@ def parse_query(params: QueryParams) -> RecommendQuery:
 @router.get(
     "",
     response_model=Recommendation,
-    openapi_extra={"parameters": query_parameters(RecommendQuery)},
+    openapi_extra={"parameters": query_parameters(RecommendQuery) + FILTER_PARAMETERS},
 )
 async def get_recommend(request: Request) -> Response:
     """The user's top-k items from the experiment's arm, or from `model` when named."""
-    ask = ask_of(parse_query(request.query_params))
+    check_read_key(request)
+    query = request.query_params
+    ask = ask_of(parse_query(query), item_filter=query_filter(query))
     return as_json(await recommend(ask, services_of(request)))
 
 
-@router.post("", response_model=Recommendation)
+@router.post("", response_model=Recommendation, dependencies=[ReadKey])
 async def post_recommend(request: Request, body: RecommendBody) -> Response:
-    """As GET, with `history` for anonymous sessions (it replaces the stored history)."""
-    ask = ask_of(body, history=None if body.history is None else tuple(body.history))
+    """As GET, with `history` for anonymous sessions (it replaces the stored history) and
+    `filter` (categories, attributes, price range)."""
+    history = None if body.history is None else tuple(body.history)
+    ask = ask_of(body, history=history, item_filter=filter_of(body.filter))
     return as_json(await recommend(ask, services_of(request)))

@@ -7,10 +7,11 @@ that a Redis outage degrades latency, not availability.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from app.cache.base import MISS, CacheBackend, Lookup
+from app.cache.fence import InvalidationFence
 from app.cache.local import LocalCache
 from app.cache.redis import RedisCache
 
@@ -28,6 +29,7 @@ class SafeCache:
         self.kind = backend.kind
         self.on_error = on_error
         self.last_error: str | None = None
+        self.fence = InvalidationFence()  # users whose invalidation failed (app.cache.fence)
 
     def _failed(self, operation: str, error: Exception) -> None:
         self.last_error = f"{type(error).__name__}: {error}"
@@ -55,20 +57,69 @@ class SafeCache:
         return "ok"
 
     async def lookup(self, user_id: str, field: str) -> Lookup:
-        """What the cache holds for the user, or MISS on an error."""
+        """What the cache holds for the user, or MISS on an error or while the user's state
+        may predate their events (app.cache.fence)."""
+        if self.fence.pending and not await self.settled(user_id):
+            return MISS
         return await self.call(self.backend.lookup, user_id, field) or MISS
 
     async def store(
-        self, seen: Lookup, vector: bytes | None, history: Sequence[str] | None
+        self,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+        marks: Mapping[str, int] | None = None,
     ) -> bool:
         """Conditional store; False when skipped, or on an error (counted) or after a MISS."""
         if seen is MISS:  # the cache failed on read: its generation is unknown
             return False
-        return bool(await self.call(self.backend.store, seen, vector, history))
+        if self.fence.blocks(seen.user_id):  # its invalidation failed since the read
+            return False
+        return bool(await self.call(self.backend.store, seen, vector, history, marks))
 
     async def get_history(self, user_id: str) -> list[str] | None:
-        """History, or None on a miss or an error."""
+        """History, or None on a miss or an error (or while it may miss committed events)."""
+        if self.fence.pending and not await self.settled(user_id):
+            return None
         return await self.call(self.backend.get_history, user_id)
+
+    async def get_marks(self, user_id: str) -> dict[str, int] | None:
+        """Marks per item, or None on a miss or an error (or while they may miss events)."""
+        if self.fence.pending and not await self.settled(user_id):
+            return None
+        return await self.call(self.backend.get_marks, user_id)
+
+    async def invalidate(
+        self,
+        user_ids: Iterable[str],
+        operation: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> bool:
+        """Run an invalidation (append_history, drop_users) for users whose events committed;
+        on an error the users are fenced until a replay drops their state. True when done."""
+        try:
+            await operation(*args, **kwargs)
+            return True
+        except Exception as error:
+            self._failed(getattr(operation, "__name__", "invalidate"), error)
+            self.fence.add(user_ids)
+            return False
+
+    async def settled(self, user_id: str) -> bool:
+        """False while the user's cached state must not be used: replays first when pending."""
+        if not self.fence.blocks(user_id):
+            return True
+        await self.replay_pending()
+        return not self.fence.blocks(user_id)
+
+    async def replay_pending(self) -> bool:
+        """Replay the failed invalidations (app.cache.fence); True when none is pending."""
+        try:
+            return await self.fence.replay(self.backend)
+        except Exception as error:
+            self._failed("replay", error)
+            return False
 
     async def close(self) -> None:
         """Close the backend, ignoring errors."""

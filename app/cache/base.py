@@ -17,13 +17,21 @@ class Lookup:
     generation: bytes
     user_id: str = ""
     field: str = ""  # the model version the vector belongs to ("model:version")
+    # With the history (on a vector miss): the user's marks per item, every event ever
+    # (app.ingest.meaning: type bits and "hidden"), or None when not cached.
+    marks: dict[str, int] | None = None
+
+
+# Per user: (item, bits to set, bits to clear) in event order, for the cached marks.
+MarkChanges = Mapping[str, Sequence[tuple[str, int, int]]]
 
 
 MISS = Lookup(None, None, b"")  # what a failed read looks like: nothing cached, no generation
 
 
 class CacheBackend(ABC):
-    """Per user: a capped list of recent item ids, a vector per model version, a generation."""
+    """Per user: a capped list of recent item ids, marks per item, a vector per model version,
+    a generation."""
 
     kind: str
 
@@ -37,22 +45,34 @@ class CacheBackend(ABC):
 
     @abstractmethod
     async def store(
-        self, seen: Lookup, vector: bytes | None, history: Sequence[str] | None
+        self,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+        marks: Mapping[str, int] | None = None,
     ) -> bool:
-        """Cache the vector for `seen`'s user and field (and a history read from the database)
-        unless events arrived since `seen` was read; True when stored."""
+        """Cache the vector for `seen`'s user and field (and a history and marks read from the
+        database) unless events arrived since `seen` was read; True when stored."""
 
     @abstractmethod
     async def get_history(self, user_id: str) -> list[str] | None:
         """The cached recent history, oldest first, or None when not cached."""
 
     @abstractmethod
-    async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None:
-        """Append to the histories that are cached, drop the users' vectors, bump generations."""
+    async def get_marks(self, user_id: str) -> dict[str, int] | None:
+        """The cached marks per item, or None when not cached."""
+
+    @abstractmethod
+    async def append_history(
+        self, histories: Mapping[str, Sequence[str]], marks: MarkChanges | None = None
+    ) -> None:
+        """Append to the histories and change the marks that are cached, drop the users'
+        vectors, bump generations (every user in `histories`, even with no items)."""
 
     @abstractmethod
     async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:
-        """Forget users' vectors (and their histories when erasing); bump their generations."""
+        """Forget users' vectors (and their histories and marks when erasing); bump their
+        generations."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.cache.base import CacheBackend, Lookup
+from app.cache.base import CacheBackend, Lookup, MarkChanges
 
 
 class LocalCache(CacheBackend):
@@ -18,6 +18,7 @@ class LocalCache(CacheBackend):
     def __init__(self, *, max_users: int, history_len: int, ttl_s: int):
         self.max_users, self.history_len, self.ttl_s = max_users, history_len, ttl_s
         self.histories: OrderedDict[str, list[str]] = OrderedDict()
+        self.marks: OrderedDict[str, dict[str, int]] = OrderedDict()  # every item, uncapped
         self.vectors: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
         self.generations: dict[str, int] = {}  # bumped by writes; a counter per process suffices
 
@@ -37,18 +38,28 @@ class LocalCache(CacheBackend):
     async def lookup(self, user_id: str, field: str) -> Lookup:
         """The vector, or the cached history on a miss, and the generation."""
         vector = self._vector(user_id, field)
-        history = None if vector is not None else await self.get_history(user_id)
-        return Lookup(vector, history, self._generation(user_id), user_id, field)
+        generation = self._generation(user_id)
+        if vector is not None:
+            return Lookup(vector, None, generation, user_id, field)
+        history, marks = await self.get_history(user_id), await self.get_marks(user_id)
+        return Lookup(None, history, generation, user_id, field, marks)
 
     async def store(
-        self, seen: Lookup, vector: bytes | None, history: Sequence[str] | None
+        self,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+        marks: Mapping[str, int] | None = None,
     ) -> bool:
-        """Cache the vector (and history) unless events arrived since `seen` was read."""
+        """Cache the vector (and history, marks) unless events arrived since `seen` was read."""
         user_id, field = seen.user_id, seen.field
         if self._generation(user_id) != seen.generation:
             return False
         if history is not None:
             self._set_history(user_id, history)
+        if marks is not None:
+            self.marks[user_id] = dict(marks)
+            self._evict(self.marks)
         if vector is not None:
             self._set_vector(user_id, field, vector)
         return True
@@ -60,18 +71,31 @@ class LocalCache(CacheBackend):
             self.histories.move_to_end(user_id)
         return None if items is None else list(items)
 
+    async def get_marks(self, user_id: str) -> dict[str, int] | None:
+        """The cached marks, or None."""
+        marks = self.marks.get(user_id)
+        if marks is not None:
+            self.marks.move_to_end(user_id)
+        return None if marks is None else dict(marks)
+
     def _set_history(self, user_id: str, items: Sequence[str]) -> None:
         """Replace the cached history."""
         self.histories[user_id] = list(items[-self.history_len :])
         self._evict(self.histories)
 
-    async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None:
-        """Append to cached histories and drop the users' vectors."""
+    async def append_history(
+        self, histories: Mapping[str, Sequence[str]], marks: MarkChanges | None = None
+    ) -> None:
+        """Append to cached histories, change cached marks and drop the users' vectors."""
         for user_id, items in histories.items():
             cached = self.histories.get(user_id)
             if cached is not None:
                 cached.extend(items)
                 del cached[: -self.history_len]
+            held = self.marks.get(user_id)
+            if held is not None and marks:
+                for item, set_bits, clear_bits in marks.get(user_id, ()):
+                    held[item] = (held.get(item, 0) & ~clear_bits) | set_bits
             self.vectors.pop(user_id, None)
             self._bump(user_id)
 
@@ -99,6 +123,7 @@ class LocalCache(CacheBackend):
             self.vectors.pop(user_id, None)
             if history:
                 self.histories.pop(user_id, None)
+                self.marks.pop(user_id, None)
 
     async def close(self) -> None:
         """Nothing to close."""

@@ -8,25 +8,35 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from app.cache.base import CacheBackend, Lookup
+from app.cache.base import CacheBackend, Lookup, MarkChanges
 from app.cache.mux import MuxConnection, supported
 
-# ARGV: key prefix, history length, TTL, {user: [items]} as JSON. Appends only to histories that
-# are cached (an uncached one reloads in full from the database), trims them, drops the users'
-# vectors and bumps their generation, so a vector computed from the older history is not stored.
+# ARGV: key prefix, history length, TTL, {user: [items]} as JSON, {user: [[item, set, clear]]}
+# as JSON. Appends only to histories that are cached (an uncached one reloads in full from the
+# database), trims them, changes the marks that are cached (old & ~clear | set, in event order),
+# drops the users' vectors and bumps their generation, so a vector computed from the older
+# history is not stored.
 # One argument instead of thousands: redis-py packs arguments in Python at about 2 us each, which
 # made a pipeline of three commands per user cost ~0.1 ms per user. Keys are built inside the
 # script, so this needs a standalone Redis (not Redis Cluster). RPUSH goes in slices because
 # Lua's unpack() has a stack limit.
 APPEND_SCRIPT = """
 local prefix, keep, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local changes = cjson.decode(ARGV[5])
 for user, items in pairs(cjson.decode(ARGV[4])) do
   local history = prefix .. 'hist:' .. user
-  if redis.call('EXISTS', history) == 1 then
+  if #items > 0 and redis.call('EXISTS', history) == 1 then
     for start = 1, #items, 1000 do
       redis.call('RPUSH', history, unpack(items, start, math.min(start + 999, #items)))
     end
     redis.call('LTRIM', history, -keep, -1)
+  end
+  local marks, change = prefix .. 'seen:' .. user, changes[user]
+  if change and redis.call('EXISTS', marks) == 1 then
+    for _, c in ipairs(change) do
+      local old = tonumber(redis.call('HGET', marks, c[1]) or '0')
+      redis.call('HSET', marks, c[1], bit.bor(bit.band(old, bit.bnot(c[3])), c[2]))
+    end
   end
   redis.call('DEL', prefix .. 'uvec:' .. user)
   redis.call('INCR', prefix .. 'gen:' .. user)
@@ -35,22 +45,25 @@ end
 return 0
 """
 
-# KEYS: vectors, history, generation; ARGV: model field. One round trip for a request: the
-# vector, or on a miss the cached history. Flat reply, as Lua arrays cannot hold nil:
-# {generation, vector or '', 1 if the history is cached else 0, items...}.
+# KEYS: vectors, history, generation, marks; ARGV: model field. One round trip for a request:
+# the vector, or on a miss the cached history and marks. Flat reply, as Lua arrays cannot hold
+# nil: {generation, vector} or {generation, '', n, n history items..., marks' field/value pairs}
+# (no history cached: n = 0, as an empty list is no key; marks cached: a '' sentinel field).
 LOOKUP_SCRIPT = """
 local generation = redis.call('GET', KEYS[3]) or ''
 local vector = redis.call('HGET', KEYS[1], ARGV[1])
-if vector then return {generation, vector, 0} end
-if redis.call('EXISTS', KEYS[2]) == 0 then return {generation, '', 0} end
-local reply = {generation, '', 1}
-for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do reply[#reply + 1] = item end
+if vector then return {generation, vector} end
+local history = redis.call('LRANGE', KEYS[2], 0, -1)
+local reply = {generation, '', #history}
+for _, item in ipairs(history) do reply[#reply + 1] = item end
+for _, part in ipairs(redis.call('HGETALL', KEYS[4])) do reply[#reply + 1] = part end
 return reply
 """
 
-# KEYS: vectors, history, generation; ARGV: generation seen at lookup, model field, vector or ''
-# (history only), TTL, history length, history as JSON or ''. Writes nothing when events arrived
-# since the lookup (the generation moved): the vector and history came from an older history.
+# KEYS: vectors, history, generation, marks; ARGV: generation seen at lookup, model field, vector
+# or '' (history only), TTL, history length, history as JSON or '', marks as a JSON object or ''.
+# Writes nothing when events arrived since the lookup (the generation moved): the vector, history
+# and marks came from older events.
 STORE_SCRIPT = """
 if (redis.call('GET', KEYS[3]) or '') ~= ARGV[1] then return 0 end
 if ARGV[6] ~= '' then
@@ -60,6 +73,20 @@ if ARGV[6] ~= '' then
     redis.call('RPUSH', KEYS[2], unpack(items, start, math.min(start + 999, #items)))
   end
   redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if ARGV[7] ~= '' then
+  local pairs_ = {'', 0}  -- the sentinel: marks are cached even when there are none
+  redis.call('DEL', KEYS[4])
+  for item, bits in pairs(cjson.decode(ARGV[7])) do
+    pairs_[#pairs_ + 1] = item
+    pairs_[#pairs_ + 1] = bits
+    if #pairs_ >= 2000 then
+      redis.call('HSET', KEYS[4], unpack(pairs_))
+      pairs_ = {}
+    end
+  end
+  if #pairs_ > 0 then redis.call('HSET', KEYS[4], unpack(pairs_)) end
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
 end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
@@ -117,12 +144,16 @@ class RedisCache(CacheBackend):
     def _generation_key(self, user_id: str) -> str:
         return f"{self.prefix}gen:{user_id}"
 
+    def _marks_key(self, user_id: str) -> str:
+        return f"{self.prefix}seen:{user_id}"
+
     def _keys(self, user_id: str) -> list[str]:
-        """The user's vector, history and generation keys (the scripts' KEYS)."""
+        """The user's vector, history, generation and marks keys (the scripts' KEYS)."""
         return [
             self._vector_key(user_id),
             self._history_key(user_id),
             self._generation_key(user_id),
+            self._marks_key(user_id),
         ]
 
     async def ping(self) -> None:
@@ -130,16 +161,24 @@ class RedisCache(CacheBackend):
         await self.client.ping()
 
     async def lookup(self, user_id: str, field: str) -> Lookup:
-        """The vector, or the cached history on a miss, and the generation: one round trip."""
+        """The vector, or the cached history and marks on a miss, and the generation: one round
+        trip."""
         reply = await self._lookup(self._keys(user_id), [field])
-        history = [item.decode() for item in reply[3:]] if reply[2] else None
-        return Lookup(reply[1] or None, history, reply[0], user_id, field)
+        if len(reply) == 2:
+            return Lookup(reply[1], None, reply[0], user_id, field)
+        n = int(reply[2])
+        history = [item.decode() for item in reply[3 : 3 + n]] if n else None
+        return Lookup(None, history, reply[0], user_id, field, _marks(reply[3 + n :]))
 
     async def store(
-        self, seen: Lookup, vector: bytes | None, history: Sequence[str] | None
+        self,
+        seen: Lookup,
+        vector: bytes | None,
+        history: Sequence[str] | None,
+        marks: Mapping[str, int] | None = None,
     ) -> bool:
-        """Cache the vector (and the history read from the database) unless events arrived
-        since `seen` was read; True when stored."""
+        """Cache the vector (and the history and marks read from the database) unless events
+        arrived since `seen` was read; True when stored."""
         payload = "" if history is None else orjson.dumps(list(history)).decode()
         args: list[bytes | str | int] = [
             seen.generation,
@@ -148,6 +187,7 @@ class RedisCache(CacheBackend):
             self.ttl_s,
             self.history_len,
             payload,
+            "" if marks is None else orjson.dumps(dict(marks)).decode(),
         ]
         return bool(await self._store(self._keys(seen.user_id), args))
 
@@ -159,11 +199,22 @@ class RedisCache(CacheBackend):
             exists, items = await pipe.execute()
         return [i.decode() for i in items] if exists else None
 
-    async def append_history(self, histories: Mapping[str, Sequence[str]]) -> None:
-        """Append to histories that are cached and drop the users' vectors: one script call."""
+    async def get_marks(self, user_id: str) -> dict[str, int] | None:
+        """The cached marks per item, or None when not cached."""
+        flat = await self.client.execute_command("HGETALL", self._marks_key(user_id))
+        if isinstance(flat, dict):  # RESP3 clients answer a map
+            flat = [part for pair in flat.items() for part in pair]
+        return _marks(flat)
+
+    async def append_history(
+        self, histories: Mapping[str, Sequence[str]], marks: MarkChanges | None = None
+    ) -> None:
+        """Append to histories and change marks that are cached and drop the users' vectors:
+        one script call."""
         if histories:
             payload = orjson.dumps(histories).decode()
-            args: list[str | int] = [self.prefix, self.history_len, self.ttl_s, payload]
+            changes = orjson.dumps(marks or {}).decode()
+            args: list[str | int] = [self.prefix, self.history_len, self.ttl_s, payload, changes]
             await self._append_script(keys=[], args=args)
 
     async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:
@@ -173,6 +224,7 @@ class RedisCache(CacheBackend):
         keys = [self._vector_key(u) for u in user_ids]
         if history:
             keys += [self._history_key(u) for u in user_ids]
+            keys += [self._marks_key(u) for u in user_ids]
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(*keys)
             for user_id in user_ids:
@@ -185,3 +237,11 @@ class RedisCache(CacheBackend):
         if self.mux is not None:
             await self.mux.close()
         await self.client.aclose()
+
+
+def _marks(flat: Sequence[Any]) -> dict[str, int] | None:
+    """Marks from HGETALL's flat field/value reply (with its '' sentinel); None when empty, as
+    the hash is not cached."""
+    if not flat:
+        return None
+    return {flat[n].decode(): int(flat[n + 1]) for n in range(0, len(flat), 2) if flat[n] != b""}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -16,6 +17,7 @@ from app.config import Settings, get_settings
 from app.db import repo
 from app.db.session import make_engine, make_sessionmaker
 
+log = logging.getLogger(__name__)
 models_cli = typer.Typer(help="Registered model versions.", no_args_is_help=True)
 T = TypeVar("T")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -57,23 +59,63 @@ def retrain_command(
     models: str = typer.Option("", help="Comma-separated models (default: RECSYS_RETRAIN_MODELS)."),
     every: str = typer.Option("", help="Repeat forever at this interval, e.g. 1h (default: once)."),
     setting: list[str] = typer.Option([], "--set", help="model.key=value config override."),
+    heartbeat: Path | None = typer.Option(
+        None, help="With --every: a file touched while the loop works (for health checks)."
+    ),
+    runs: int | None = typer.Option(None, min=1, help="With --every: stop after this many runs."),
 ) -> None:
     """Train on the stored events, register new versions, promote those not worse than active.
+
+    Too little data yet (RECSYS_RETRAIN_MIN_USERS) is said and exits 0. With --every, an
+    unreachable database is retried with backoff, and no failure ends the loop.
 
     Example: recsys retrain --models mf,sasrec --set sasrec.max_seconds=600 --every 6h
     """
     from app.cli.models import parse_model_settings
+    from app.observability import configure_logging
+    from app.training.loop import RetrainLoop, is_transient
 
-    names = [m for m in models.split(",") if m] or list(get_settings().retrain_models)
+    settings = get_settings()
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    names = [m for m in models.split(",") if m] or list(settings.retrain_models)
     overrides = parse_model_settings(setting)
-    interval = parse_duration(every) if every else None
-    while True:
-        started = time.monotonic()
-        for outcome in retrain_once(names, overrides):
-            typer.echo(json.dumps(outcome, default=str))
-        if interval is None:
-            return
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    if not every:
+        try:
+            run_and_report(names, overrides)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            typer.echo(f"database unreachable: {type(error).__name__}: {error}", err=True)
+            raise typer.Exit(1) from None
+        return
+    loop = RetrainLoop(
+        run=lambda: run_and_report(names, overrides, looping=True),
+        interval_s=parse_duration(every),
+        retry_s=settings.retrain_retry_s,
+        retry_max_s=settings.retrain_retry_max_s,
+        heartbeat=heartbeat,
+        runs=runs,
+    )
+    loop.forever()
+
+
+def run_and_report(
+    names: list[str], overrides: dict[str, dict[str, Any]], *, looping: bool = False
+) -> None:
+    """One retrain run, each outcome printed as a JSON line; too little data is said (printed,
+    or logged as a warning in the loop, whose output is the container's log), not raised."""
+    from app.training.retrain import TooLittleData
+
+    try:
+        outcomes = retrain_once(names, overrides)
+    except TooLittleData as error:
+        if looping:
+            log.warning("%s", error)
+        else:
+            typer.echo(str(error))
+        return
+    for outcome in outcomes:
+        typer.echo(json.dumps(outcome, default=str))
 
 
 @models_cli.command("list")
@@ -145,6 +187,28 @@ def rollback(name: str = typer.Argument(..., help="Model name, e.g. sasrec.")) -
         return max(previous, key=lambda r: r.promoted_at)
 
     typer.echo(with_database(_activate(pick)))
+
+
+@models_cli.command("prune")
+def prune(
+    keep: int = typer.Option(..., "--keep", min=0, help="Retired versions kept per model."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would go."),
+) -> None:
+    """Delete retired versions (directory and row) beyond the newest N per model; active and
+    candidate versions are never touched.
+
+    Example: recsys models prune --keep 3
+    """
+    from app.training.prune import prune_retired
+
+    async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> list[Any]:
+        return await prune_retired(sessions, keep, dry_run=dry_run)
+
+    rows = with_database(work)
+    verb = "would delete" if dry_run else "deleted"
+    for row in rows:
+        typer.echo(f"{verb} {row.model_name} {row.version} {row.path}")
+    typer.echo(f"{len(rows)} retired version(s) {verb}")
 
 
 def register(cli: typer.Typer) -> None:

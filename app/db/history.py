@@ -1,4 +1,5 @@
-"""The serving hot path's one query, a user's latest items: on Postgres over a bare asyncpg pool.
+"""The serving hot path's queries, a user's latest items and marks: on Postgres over a bare
+asyncpg pool.
 
 Through SQLAlchemy the query cost ~350 us of CPU per cold request, most of it the pool's
 pre-ping (its own round trip in a transaction) and statement handling; asyncpg's pool with its
@@ -8,10 +9,15 @@ goes through SQLAlchemy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import repo
+from app.domain import EVENT_TYPES, NEGATIVE_TYPES
 
 # What a query on a connection that a restarted Postgres closed raises, depending on when the
 # close is noticed: the query is retried once, on a fresh connection.
@@ -29,13 +35,33 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     rolls back an open transaction before calling this."""
 
 
-class HistoryReader:
-    """Latest item ids of a user, oldest first."""
+@dataclass(frozen=True)
+class UserEvents:
+    """What a miss reads: the model-input history and the marks' (item, type, value) rows,
+    each None when not asked for."""
 
-    def __init__(self, engine: AsyncEngine, *, connect_timeout_s: float, pool_size: int) -> None:
+    history: list[str] | None
+    marks: list[tuple[str, str, float | None]] | None
+
+
+class HistoryReader:
+    """Latest model-input item ids of a user, oldest first, and the rows of their marks."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        connect_timeout_s: float,
+        pool_size: int,
+        input_types: Sequence[str] | None = None,
+        negative_max: float = 2.0,
+    ) -> None:
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")  # no BEGIN/ROLLBACK
         self.connect_timeout_s, self.pool_size = connect_timeout_s, pool_size
         self.pool: asyncpg.Pool | None = None
+        # Model input (app.ingest.meaning.input_types / is_input): weighted types, no low ratings.
+        self.input_types = list(input_types or [t for t in EVENT_TYPES if t not in NEGATIVE_TYPES])
+        self.negative_max = negative_max
 
     async def start(self) -> None:
         """Create the asyncpg pool on Postgres; it connects lazily, so a down database only
@@ -59,16 +85,50 @@ class HistoryReader:
             await self.pool.close()
 
     async def __call__(self, user_id: str, limit: int) -> list[str]:
-        """The user's latest `limit` item ids, oldest first."""
+        """The user's latest `limit` model-input item ids, oldest first."""
+        return (await self.read(user_id, limit, marks=False)).history or []
+
+    async def read(
+        self, user_id: str, limit: int, *, history: bool = True, marks: bool = True
+    ) -> UserEvents:
+        """The history and/or the marks' rows, over one connection."""
         if self.pool is None:
             async with self.engine.connect() as connection:
-                return await repo.user_history(session=connection, user_id=user_id, limit=limit)
+                return await self._read_core(connection, user_id, limit, history, marks)
         try:
-            return await self._fetch(self.pool, user_id, limit)
+            return await self._fetch(self.pool, user_id, limit, history, marks)
         except _STALE:
-            return await self._fetch(self.pool, user_id, limit)
+            return await self._fetch(self.pool, user_id, limit, history, marks)
 
-    async def _fetch(self, pool: asyncpg.Pool, user_id: str, limit: int) -> list[str]:
+    async def _read_core(
+        self, connection: AsyncConnection, user_id: str, limit: int, history: bool, marks: bool
+    ) -> UserEvents:
+        """Both reads through SQLAlchemy (SQLite)."""
+        items = (
+            await repo.user_inputs(
+                session=connection,
+                user_id=user_id,
+                limit=limit,
+                types=self.input_types,
+                negative_max=self.negative_max,
+            )
+            if history
+            else None
+        )
+        rows = await repo.user_marks(session=connection, user_id=user_id) if marks else None
+        return UserEvents(items, rows)
+
+    async def _fetch(
+        self, pool: asyncpg.Pool, user_id: str, limit: int, history: bool, marks: bool
+    ) -> UserEvents:
+        items: list[str] | None = None
+        found: list[Any] | None = None
         async with pool.acquire(timeout=self.connect_timeout_s) as connection:
-            rows = await connection.fetch(repo.PG_USER_HISTORY, user_id, limit)
-        return [row[0] for row in reversed(rows)]
+            if history:
+                rows = await connection.fetch(
+                    repo.PG_USER_INPUTS, user_id, self.input_types, self.negative_max, limit
+                )
+                items = [row[0] for row in reversed(rows)]
+            if marks:
+                found = [tuple(row) for row in await connection.fetch(repo.PG_USER_MARKS, user_id)]
+        return UserEvents(items, found)

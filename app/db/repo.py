@@ -14,7 +14,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db.tables import Event, Experiment, Exposure, Item, ItemEmbedding, ModelVersion
+from app.db.tables import (
+    Erasure,
+    Event,
+    Experiment,
+    Exposure,
+    Item,
+    ItemEmbedding,
+    ModelVersion,
+    Rule,
+)
 
 # One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
 _PG_INSERT_EVENTS = """
@@ -207,24 +216,58 @@ async def count_events(*, session: AsyncSession) -> int:
     return int(result.scalar_one())
 
 
-# user_history() for a bare asyncpg connection (the serving hot path, app/db/history.py).
-PG_USER_HISTORY = """
-SELECT item_id FROM events WHERE user_id = $1 ORDER BY event_time DESC, id DESC LIMIT $2
+# The serving hot path's reads for a bare asyncpg connection (app/db/history.py); user_inputs()
+# and user_marks() are the same in Core (no ORM state on a hot path). The model input
+# (app.ingest.meaning.is_input in SQL): the weighted types, without ratings at or below
+# rating_negative_max. $2: input types, $3: rating_negative_max.
+PG_USER_INPUTS = """
+SELECT item_id FROM events
+WHERE user_id = $1 AND type = ANY($2::varchar[])
+  AND NOT (type = 'rating' AND value IS NOT NULL AND value <= $3)
+ORDER BY event_time DESC, id DESC LIMIT $4
+"""
+# Every (item, type, value) a user sent, by its latest time: what app.ingest.meaning.fold_marks
+# folds into the seen and hidden items. One row per distinct triple, not per event.
+PG_USER_MARKS = """
+SELECT item_id, type, value FROM events WHERE user_id = $1
+GROUP BY item_id, type, value ORDER BY max(event_time), max(id)
 """
 
 
-async def user_history(
-    *, session: AsyncSession | AsyncConnection, user_id: str, limit: int
+async def user_inputs(
+    *,
+    session: AsyncSession | AsyncConnection,
+    user_id: str,
+    limit: int,
+    types: Sequence[str],
+    negative_max: float,
 ) -> list[str]:
-    """The user's latest `limit` item ids, oldest first (Core: no ORM state on a hot path)."""
+    """PG_USER_INPUTS in Core: the user's latest `limit` model-input items, oldest first."""
     query = (
         select(Event.item_id)
-        .where(Event.user_id == user_id)
+        .where(
+            Event.user_id == user_id,
+            Event.type.in_(list(types)),
+            ~((Event.type == "rating") & Event.value.is_not(None) & (Event.value <= negative_max)),
+        )
         .order_by(Event.event_time.desc(), Event.id.desc())
         .limit(limit)
     )
     rows = (await session.execute(query)).scalars().all()
     return list(reversed(rows))
+
+
+async def user_marks(
+    *, session: AsyncSession | AsyncConnection, user_id: str
+) -> list[tuple[str, str, float | None]]:
+    """PG_USER_MARKS in Core: (item, type, value) triples by their latest time."""
+    query = (
+        select(Event.item_id, Event.type, Event.value)
+        .where(Event.user_id == user_id)
+        .group_by(Event.item_id, Event.type, Event.value)
+        .order_by(func.max(Event.event_time), func.max(Event.id))
+    )
+    return [(row[0], row[1], row[2]) for row in await session.execute(query)]
 
 
 async def ping(*, session: AsyncSession) -> None:
@@ -235,9 +278,10 @@ async def ping(*, session: AsyncSession) -> None:
 async def stream_events(
     *, session: AsyncSession, types: Sequence[str], chunk: int = 50_000
 ) -> AsyncIterator[Sequence[Any]]:
-    """Every event of the given types in storage order, in chunks (server-side cursor)."""
+    """Every event of the given types in storage order, in chunks (server-side cursor): rows of
+    (user_id, item_id, type, event_time, id, value)."""
     query = (
-        select(Event.user_id, Event.item_id, Event.type, Event.event_time, Event.id)
+        select(Event.user_id, Event.item_id, Event.type, Event.event_time, Event.id, Event.value)
         .where(Event.type.in_(list(types)))
         .order_by(Event.id)
         .execution_options(yield_per=chunk)
@@ -304,6 +348,34 @@ async def put_experiment(
     return row
 
 
+async def get_rule(*, session: AsyncSession, name: str) -> Rule | None:
+    """One stored merchandising rule, or None."""
+    return await session.get(Rule, name)
+
+
+async def all_rules(*, session: AsyncSession) -> list[Rule]:
+    """Every stored merchandising rule, by name."""
+    return list((await session.execute(select(Rule).order_by(Rule.name))).scalars())
+
+
+async def put_rule(*, session: AsyncSession, name: str, body: dict[str, Any]) -> Rule:
+    """Create or replace a rule and commit."""
+    row = await session.get(Rule, name)
+    if row is None:
+        row = Rule(name=name)
+        session.add(row)
+    row.body, row.updated_at = body, datetime.now(UTC)
+    await session.commit()
+    return row
+
+
+async def delete_rule(*, session: AsyncSession, name: str) -> bool:
+    """Delete a rule and commit; whether it existed."""
+    result = await session.execute(delete(Rule).where(Rule.name == name))
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def experiment_exposures(*, session: AsyncSession, experiment: str) -> list[Exposure]:
     """Every exposure logged for an experiment."""
     query = select(Exposure).where(Exposure.experiment == experiment)
@@ -358,3 +430,38 @@ async def put_item_embeddings(
     statement = insert(ItemEmbedding).on_conflict_do_nothing()
     await session.execute(statement, rows)
     await session.commit()
+
+
+# Erasure receipts (issue 14).
+async def add_erasure(*, session: AsyncSession, subject: str, counts: dict[str, Any]) -> Erasure:
+    """Record an erasure receipt (not committed): the hashed subject and the counts."""
+    row = Erasure(subject=subject, counts=counts, erased_at=datetime.now(UTC))
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def latest_erasure(*, session: AsyncSession, subject: str) -> Erasure | None:
+    """The newest erasure receipt (an Erasure row) of a subject, or None."""
+    query = select(Erasure).where(Erasure.subject == subject).order_by(Erasure.id.desc()).limit(1)
+    return (await session.execute(query)).scalars().first()
+
+
+async def erasures_after(*, session: AsyncSession, after_id: int) -> list[Erasure]:
+    """Erasure rows with an id above `after_id`, oldest first (replicas poll these)."""
+    query = select(Erasure).where(Erasure.id > after_id).order_by(Erasure.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def erasure_times(*, session: AsyncSession) -> dict[str, datetime]:
+    """Each erased subject's latest erasure time (retrain leaves out their late events)."""
+    query = select(Erasure.subject, func.max(Erasure.erased_at)).group_by(Erasure.subject)
+    return {row[0]: row[1] for row in await session.execute(query)}
+
+
+async def delete_model_versions(*, session: AsyncSession, ids: Sequence[int]) -> int:
+    """Delete model_versions rows by id (not committed); returns how many."""
+    if not ids:
+        return 0
+    result = await session.execute(delete(ModelVersion).where(ModelVersion.id.in_(list(ids))))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +17,18 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+# Errors that mean "the database cannot be reached right now": the service answers 503 for them
+# (app.main), the retrain loop retries them (app.training.loop).
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def is_sqlite(url: str) -> bool:
@@ -30,10 +44,15 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside the writer; a busy timeout queues writers instead of failing."""
+    """WAL lets readers run beside the writer; a busy timeout queues writers instead of failing.
+
+    synchronous=FULL: every commit fsyncs the WAL before it returns, so an acknowledged event
+    survives a power cut or an OS crash. NORMAL (WAL's usual setting) stays consistent but may
+    lose the last commits on a power cut, and the service acknowledges events on commit.
+    """
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 

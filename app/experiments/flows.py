@@ -36,7 +36,7 @@ async def save_experiment(
     """Store an experiment whose arms name loaded models; it routes in this process at once."""
     missing = sorted({a.model for a in body.arms} - set(loaded))
     if missing:
-        raise Conflict(f"arms name models that are not loaded: {missing}")
+        raise Conflict(f"arms name models that are not loaded: {missing}", loc=("body", "arms"))
     arms = tuple(Arm(a.name, a.model, a.weight) for a in body.arms)
     state = ExperimentState(name, arms, body.salt or name, body.status)
     row = await repo.put_experiment(

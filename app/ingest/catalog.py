@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import repo
 from app.schemas import ItemIn
 from app.serving.catalog import Catalog
+from app.serving.filters import FilterIndex
 from models.catalog import CatalogItem
 
 
@@ -22,13 +23,21 @@ def item_rows(items: Sequence[ItemIn]) -> dict[str, dict[str, Any]]:
     return {item.item_id: {**item.model_dump(), "updated_at": now} for item in items}
 
 
-async def upsert_items(*, session: AsyncSession, catalog: Catalog, items: list[ItemIn]) -> int:
+async def upsert_items(
+    *,
+    session: AsyncSession,
+    catalog: Catalog,
+    items: list[ItemIn],
+    filters: FilterIndex | None = None,
+) -> int:
     """Insert or update items in one transaction; the last entry wins when an id repeats."""
     latest = item_rows(items)
     written = await repo.upsert_items(session=session, items=list(latest.values()))
     await session.commit()
     # Takes effect here at once; other replicas on their next refresh.
     catalog.update_items({item_id: row["active"] for item_id, row in latest.items()})
+    if filters is not None:
+        filters.apply(latest.values())
     return written
 
 

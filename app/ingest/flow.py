@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cache import SafeCache
 from app.db import repo
 from app.db.repo import EventColumns
-from app.domain import as_utc
+from app.domain import EVENT_TYPES, NEGATIVE_TYPES, as_utc
+from app.ingest.meaning import DEFAULT_RULE, RatingRule, is_input, mark_change
 from app.observability import Metrics
 from app.schemas import EARLIEST_EVENT, MAX_FUTURE_SKEW_S, EventIn, EventsAccepted
+
+# settings.event_weights' default: every positive type is model input.
+DEFAULT_WEIGHTS = {kind: 1.0 for kind in EVENT_TYPES if kind not in NEGATIVE_TYPES}
 
 
 def to_columns(events: Sequence[EventIn]) -> tuple[EventColumns, list[dict[str, Any]]]:
@@ -63,33 +67,65 @@ def _time_error(index: int, stamp: datetime, latest: datetime) -> dict[str, Any]
 
 def items_by_user(columns: EventColumns) -> dict[str, list[str]]:
     """Each user's new items in event-time order."""
-    pairs = zip(columns.user_id, columns.item_id, strict=True)
-    times = columns.event_time
-    # Batches usually arrive in time order; sorting (slow on aware datetimes) only when not.
-    if any(later < earlier for earlier, later in itertools.pairwise(times)):
-        order = sorted(range(len(times)), key=times.__getitem__)  # stable
-        pairs = zip(
-            [columns.user_id[n] for n in order], [columns.item_id[n] for n in order], strict=True
-        )
     histories: dict[str, list[str]] = defaultdict(list)
-    for user, item in pairs:
-        histories[user].append(item)
+    for n in event_order(columns):
+        histories[columns.user_id[n]].append(columns.item_id[n])
     return histories
 
 
+def event_order(columns: EventColumns) -> Sequence[int]:
+    """The batch's rows in event-time order (stable)."""
+    times = columns.event_time
+    # Batches usually arrive in time order; sorting (slow on aware datetimes) only when not.
+    if any(later < earlier for earlier, later in itertools.pairwise(times)):
+        return sorted(range(len(times)), key=times.__getitem__)
+    return range(len(times))
+
+
+def user_updates(
+    columns: EventColumns,
+    *,
+    weights: Mapping[str, float] | None = None,
+    rule: RatingRule = DEFAULT_RULE,
+) -> tuple[dict[str, list[str]], dict[str, list[tuple[str, int, int]]]]:
+    """Per user, in event-time order: the new model-input items (app.ingest.meaning.is_input;
+    every user of the batch has an entry, maybe empty, so their cached state is dropped) and
+    the (item, set, clear) changes of their marks."""
+    weights = DEFAULT_WEIGHTS if weights is None else weights
+    histories: dict[str, list[str]] = {user: [] for user in columns.user_id}
+    marks: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    users, items, kinds, values = columns.user_id, columns.item_id, columns.type, columns.value
+    for n in event_order(columns):
+        kind, value = kinds[n], values[n]
+        if is_input(kind, value, weights, rule):
+            histories[users[n]].append(items[n])
+        marks[users[n]].append((items[n], *mark_change(kind, value, rule)))
+    return histories, marks
+
+
 async def ingest_events(
-    *, session: AsyncSession, cache: SafeCache, metrics: Metrics, columns: EventColumns
+    *,
+    session: AsyncSession,
+    cache: SafeCache,
+    metrics: Metrics,
+    columns: EventColumns,
+    weights: Mapping[str, float] | None = None,
+    rule: RatingRule = DEFAULT_RULE,
 ) -> EventsAccepted:
-    """Commit the batch in one transaction, then update the cache and the counters."""
+    """Commit the batch in one transaction, then update the cache and the counters. `weights`
+    (settings.event_weights) and `rule` say which events are model input and how they mark."""
     inserted = await repo.insert_events(session=session, events=columns)
     await session.commit()
     duplicates = len(columns) - inserted
-    histories = items_by_user(columns)
+    histories, marks = user_updates(columns, weights=weights, rule=rule)
     if duplicates:
         # Which rows were new is unknown, so drop the cached histories; they reload from the DB.
-        await cache.call(cache.backend.drop_users, list(histories), history=True)
+        await cache.invalidate(
+            list(histories), cache.backend.drop_users, list(histories), history=True
+        )
     else:
-        await cache.call(cache.backend.append_history, histories)
+        # A failed invalidation fences the users until it is replayed (app.cache.fence).
+        await cache.invalidate(histories, cache.backend.append_history, histories, marks)
     metrics.events_ingested.inc(inserted)
     metrics.events_duplicate.inc(duplicates)
     return EventsAccepted(accepted=inserted, duplicates=duplicates)

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
-from app.domain import OVERRIDE
-from app.schemas.core import ScoredItem, StrictModel
+from app.domain import OVERRIDE, as_utc
+from app.schemas.core import (
+    AttributeName,
+    AttributeValue,
+    Category,
+    ItemId,
+    NoNul,
+    ScoredItem,
+    StrictModel,
+)
 
 
 class ArmIn(StrictModel):
     """One experiment arm."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    model: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul]
+    model: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul]
     weight: float = Field(gt=0)
 
 
@@ -28,7 +39,7 @@ class ExperimentIn(StrictModel):
     """Arms with weights, a salt for sticky assignment (default: the name), a status."""
 
     arms: list[ArmIn] = Field(min_length=1, max_length=20)
-    salt: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    salt: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
     status: Literal["running", "paused", "stopped"] = "running"
 
     @field_validator("arms")
@@ -224,7 +235,7 @@ class ModelInfo(BaseModel):
 
     name: str
     version: str
-    path: str = Field(description="the checkpoint directory")
+    path: str | None = Field(description="the checkpoint directory; null without the admin key")
     items: int = Field(description="items the model scores")
     dim: int = Field(description="width of the user and item vectors")
     parameters: int | None
@@ -269,8 +280,113 @@ class ModelsOut(BaseModel):
     )
 
 
+class BoostIn(StrictModel):
+    """Raise (multiplier > 1) or lower (< 1) the items with an attribute value, or in a
+    category, or both: the score gains log(multiplier), i.e. a softmax-style score's weight is
+    multiplied by it (monotone for negative scores too); boosts of one item add up."""
+
+    attribute: AttributeName | None = Field(default=None, description="attribute name")
+    value: AttributeValue | None = Field(default=None, description="the attribute's value")
+    category: Category | None = Field(
+        default=None, description='a category path prefix: "shoes" covers "shoes/running"'
+    )
+    multiplier: float = Field(gt=0, le=1000, description="1.5: half as likely again; 0.5: half")
+
+    @model_validator(mode="after")
+    def _targets_something(self) -> BoostIn:
+        if (self.attribute is None) != (self.value is None):
+            raise ValueError("attribute and value come together")
+        if self.attribute is None and self.category is None:
+            raise ValueError("a boost needs an attribute and value, or a category")
+        return self
+
+
+class PinIn(StrictModel):
+    """An item shown at a fixed position when it is active, matches the request's filter and
+    the user has not seen it."""
+
+    item_id: ItemId
+    position: int = Field(ge=1, le=1000, description="1 is the top of the list")
+
+
+class RuleIn(StrictModel):
+    """A merchandising rule: attribute boosts and pinned items. Every active rule applies to
+    every /recommend (and /compare) list, in rule-name order (an earlier rule's pin keeps its
+    position; a later pin for a taken position takes the next free one)."""
+
+    boosts: list[BoostIn] = Field(default_factory=list, max_length=100)
+    pins: list[PinIn] = Field(default_factory=list, max_length=100)
+    active: bool = Field(default=True, description="inactive rules are stored but not applied")
+    description: Annotated[str, StringConstraints(max_length=1024), NoNul] | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "boosts": [
+                    {"attribute": "brand", "value": "acme", "multiplier": 1.5},
+                    {"category": "shoes/running", "multiplier": 1.2},
+                ],
+                "pins": [{"item_id": "sku-1042", "position": 1}],
+                "active": True,
+                "description": "Acme week",
+            }
+        }
+    )
+
+
+class RuleOut(RuleIn):
+    """A stored rule."""
+
+    name: str
+    updated_at: str | None = Field(description="ISO 8601 time of the last change")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "name": "acme-week",
+                **RuleIn.model_config["json_schema_extra"]["example"],  # type: ignore[index,dict-item]
+                "updated_at": "2026-12-01T10:00:00+00:00",
+            }
+        }
+    )
+
+
+class RuleList(BaseModel):
+    """Every stored rule, by name."""
+
+    rules: list[RuleOut]
+
+
 class Erased(BaseModel):
     """What an erasure deleted."""
 
     events: int = Field(description="events deleted")
     exposures: int = Field(description="served lists deleted")
+    checkpoints: int = Field(0, description="checkpoint meta.json files that named the user")
+    cache: Literal["dropped", "pending"] = Field(
+        "dropped", description="pending: the cache was unreachable; dropped once it answers"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"events": 42, "exposures": 7, "checkpoints": 2, "cache": "dropped"}
+        }
+    )
+
+
+class ErasureReceipt(BaseModel):
+    """Proof that a user was erased: when, and how much; no personal data."""
+
+    subject: str = Field(description="sha256 hex of the user id")
+    erased_at: Annotated[datetime, AfterValidator(as_utc)]  # SQLite hands back naive UTC
+    counts: dict[str, Any] = Field(description="what was deleted: events, exposures, checkpoints")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "subject": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "erased_at": "2026-12-01T10:00:00Z",
+                "counts": {"events": 42, "exposures": 7, "checkpoints": 2},
+            }
+        }
+    )

@@ -16,10 +16,13 @@ from app.config import Settings
 from app.db.history import HistoryReader
 from app.experiments.book import ExperimentBook
 from app.experiments.exposures import ExposureLog
+from app.ingest.meaning import input_types
 from app.observability import Metrics
+from app.privacy.erasure import ErasureSync
 from app.serving.batcher import EncodeBatcher
 from app.serving.catalog import Catalog
 from app.serving.content import ContentIndex
+from app.serving.filters import FilterIndex
 from app.serving.registry import ModelRegistry, newest_versions, wanted_versions
 from app.serving.services import Services
 
@@ -38,6 +41,8 @@ async def refresh(services: Services) -> None:
             wanted = await wanted_versions(session, services.settings.model_dir)
             await services.catalog.refresh(session)
             await services.experiments.refresh(session)
+            await services.rules.refresh(session)
+            await services.filters.refresh(session)
             await services.content.refresh(session)
     except Exception as error:  # keep serving what we have
         log.warning("refresh from the database failed: %s", error)
@@ -67,10 +72,12 @@ def add_catalog_items(services: Services) -> None:
 
 
 async def _refresh_forever(services: Services) -> None:
+    erasures = ErasureSync()  # replays failed cache drops, applies other replicas' erasures
     while True:
         await asyncio.sleep(services.settings.refresh_interval_s)
         try:
             await refresh(services)
+            await erasures.tick(services)
         except Exception:
             log.exception("background refresh failed")
 
@@ -96,10 +103,17 @@ async def serving(
         cache=cache,
         sessionmaker=sessionmaker,
         history=HistoryReader(
-            engine, connect_timeout_s=settings.db_connect_timeout_s, pool_size=settings.db_pool_size
+            engine,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            pool_size=settings.db_pool_size,
+            # The model input is what training reads: weighted types, no negative events.
+            input_types=input_types(settings.event_weights),
+            negative_max=settings.rating_negative_max,
         ),
-        catalog=Catalog(sessionmaker),
+        # The popular list behind every fallback follows the same interval as the rest.
+        catalog=Catalog(sessionmaker, popular_every_s=settings.refresh_interval_s),
         experiments=ExperimentBook(),
+        filters=FilterIndex(settings.filter_cache_size),
         exposures=ExposureLog(sessionmaker, metrics),
         metrics=metrics,
         content=ContentIndex(

@@ -15,10 +15,13 @@ from app.domain import OVERRIDE
 from app.errors import NotFound, Unavailable
 from app.experiments.routing import assign
 from app.observability import new_id
+from app.serving.merchandise import Shape, shape_of
 from app.serving.registry import LoadedModel
 from app.serving.scoring import rank_rows
 from app.serving.services import Ask, Services
-from app.serving.state import UserState, stored_history, user_state
+from app.serving.state import UserState, masked_ids, user_state
+
+POPULARITY = "popularity"  # the "model" of an answer made before any model is loaded
 
 
 @dataclass
@@ -67,8 +70,23 @@ def choose(ask: Ask, services: Services) -> Choice:
             return Choice(registry.models[arm.model], arm.name, experiment.name)
     default = registry.default()
     if default is None:
-        raise Unavailable("no model is loaded")
+        raise NoModelLoaded("no model is loaded")
     return Choice(default)
+
+
+class NoModelLoaded(Unavailable):
+    """No checkpoint serves yet (day one): /recommend answers from popularity instead."""
+
+
+async def popular_only(ask: Ask, services: Services) -> Scored:
+    """The stored events' most popular items the user has not seen, scored 1/rank: the answer
+    before any model exists ("no_model"), or an empty list before any event ("no_data")."""
+    started = time.perf_counter()
+    extra = services.catalog.backfill([], await masked_ids(ask, services), ask.k)
+    fallback = "no_model" if services.catalog.popular else "no_data"
+    services.metrics.fallbacks.labels(reason=fallback).inc()
+    items = [(item, 1.0 / (rank + 1)) for rank, item in enumerate(extra)]
+    return Scored(items, fallback, time.perf_counter() - started)
 
 
 def top_k(
@@ -90,17 +108,23 @@ async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
     started = time.perf_counter()
     found = await user_state(ask, model, services)
     fallback, items, state = None, [], found.state
+    shape = shape_of(ask, model, services)  # filters and merchandising rules; None: neither
     if state is None:
         fallback = "no_known_items" if found.history else "unknown_user"
         services.metrics.fallbacks.labels(reason=fallback).inc()
     else:
         excluded = model.indices(list(ask.exclude)) if ask.exclude else []
         inactive = services.catalog.inactive_indices(model)
-        items = top_k(model, state, excluded, inactive, ask.k)
+        items = (
+            top_k(model, state, excluded, inactive, ask.k)
+            if shape is None
+            else shape.top_k(state, excluded, inactive, ask.k)
+        )
     because = await explanations(model, state, items) if ask.explain and state else {}
     if len(items) < ask.k:
-        history = await stored_history(ask, services) if found.history is None else found.history
-        items += backfill(items, [*history, *ask.exclude], ask.k, services)
+        items += backfill(items, await masked_ids(ask, services, found), ask.k, services, shape)
+    if shape is not None:
+        items = await shape.pin(items, ask, state, found.history)
     return Scored(items, fallback, time.perf_counter() - started, because)
 
 
@@ -112,7 +136,7 @@ async def explanations(
     its score most), computed off the event loop."""
     if not items:
         return {}
-    history = state.seen[state.seen < model.trained_items]  # what the model itself encodes
+    history = state.history  # what the model itself encodes
     targets = model.item_vectors[[model.item_index[item] for item, _ in items]]
     found = await asyncio.to_thread(model.model.explain, history, targets, 3)
     names = model.item_ids
@@ -122,10 +146,19 @@ async def explanations(
 
 
 def backfill(
-    items: list[tuple[str, float]], blocked: list[str], k: int, services: Services
+    items: list[tuple[str, float]],
+    blocked: list[str],
+    k: int,
+    services: Services,
+    shape: Shape | None = None,
 ) -> list[tuple[str, float]]:
-    """Popular items to complete the list, scored below the model's own."""
-    extra = services.catalog.backfill([i for i, _ in items], blocked, k)
+    """Popular items to complete the list (allowed by the filter), scored below the model's."""
+    chosen = [i for i, _ in items]
+    extra = (
+        services.catalog.backfill(chosen, blocked, k)
+        if shape is None
+        else shape.backfill(chosen, blocked, k)
+    )
     if extra and items:
         services.metrics.fallbacks.labels(reason="backfill").inc()
     floor = min((s for _, s in items), default=0.0)
@@ -135,11 +168,17 @@ def backfill(
 async def recommend(ask: Ask, services: Services) -> dict[str, Any]:
     """Answer one /recommend call and queue its exposure; the answer has the shape of
     `schemas.Recommendation`, as a dict so the route can serialise it without a model."""
-    choice = choose(ask, services)
-    scored = await score(ask, choice.model, services)
+    choice: Choice | None
+    try:
+        choice = choose(ask, services)
+    except NoModelLoaded:  # day one: popularity answers until the first checkpoint loads
+        choice, scored = None, await popular_only(ask, services)
+    else:
+        scored = await score(ask, choice.model, services)
     recommendation_id = new_id()
-    model, variant = choice.model, choice.variant
-    labels = (model.name, variant or "")
+    name, version = (choice.model.name, choice.model.version) if choice else (POPULARITY, None)
+    variant, experiment = (choice.variant, choice.experiment) if choice else (None, None)
+    labels = (name, variant or "")
     metrics = services.metrics
     metrics.child(metrics.recommend_latency, *labels).observe(scored.seconds)
     metrics.child(metrics.exposures, *labels).inc()
@@ -148,9 +187,9 @@ async def recommend(ask: Ask, services: Services) -> dict[str, Any]:
         {
             "recommendation_id": recommendation_id,
             "user_id": ask.user_id,
-            "model_name": model.name,
-            "model_version": model.version,
-            "experiment": choice.experiment,
+            "model_name": name,
+            "model_version": version,
+            "experiment": experiment,
             "variant": variant,
             "items": {"items": item_ids},
             "created_at": datetime.now(UTC),
@@ -158,10 +197,10 @@ async def recommend(ask: Ask, services: Services) -> dict[str, Any]:
     )
     return {
         "user_id": ask.user_id,
-        "model": model.name,
-        "model_version": model.version,
+        "model": name,
+        "model_version": version,
         "variant": variant,
-        "experiment": choice.experiment,
+        "experiment": experiment,
         "recommendation_id": recommendation_id,
         "fallback": scored.fallback,
         "items": scored.item_dicts(ask.explain),

@@ -17,7 +17,9 @@ from app.observability import Metrics
 from app.serving.batcher import EncodeBatcher
 from app.serving.catalog import Catalog
 from app.serving.content import ContentIndex
+from app.serving.filters import FilterIndex, ItemFilter
 from app.serving.registry import ModelRegistry
+from app.serving.rules import RuleBook
 
 
 class SimilarCache:
@@ -51,6 +53,9 @@ class Ask:
     exclude: tuple[str, ...] = ()
     history: tuple[str, ...] | None = None  # anonymous session: replaces the stored history
     explain: bool = False  # each item of the model's list says which history items led to it
+    # Seen items may come back (consumables); None: the setting allow_repeats decides.
+    repeats: bool | None = None
+    filter: ItemFilter | None = None  # categories, attributes, price the items must match
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Services:
     content: ContentIndex
     encoder: EncodeBatcher = field(default_factory=EncodeBatcher)
     similar: SimilarCache = field(default_factory=SimilarCache)
+    filters: FilterIndex = field(default_factory=FilterIndex)  # the catalog's filter facts
+    rules: RuleBook = field(default_factory=RuleBook)  # merchandising rules, compiled
 
     def __post_init__(self) -> None:
         self.encoder.on_batch = self.metrics.encode_batch.observe

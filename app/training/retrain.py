@@ -31,6 +31,8 @@ from app.db import repo
 from app.db.tables import ModelVersion
 from app.domain import RETRAIN_SOURCE, as_utc
 from app.ingest.content import catalog_features
+from app.ingest.meaning import DEFAULT_RULE, RatingRule, input_types, is_input
+from app.privacy.erasure import LateEvents
 from models.checkpoint import load_checkpoint
 from models.content import TextEncoder
 from models.data import LeaveOneOut
@@ -54,6 +56,7 @@ class EventData:
     users: array[int] = field(default_factory=lambda: array("q"))
     items: array[int] = field(default_factory=lambda: array("q"))
     times: array[int] = field(default_factory=lambda: array("q"))  # microseconds since epoch
+    weights: array[float] = field(default_factory=lambda: array("d"))  # the type's weight
     first: datetime | None = None
     last: datetime | None = None
 
@@ -66,10 +69,15 @@ class EventData:
         digest.update("\x1f".join(self.item_ids).encode())
         for column in (self.users, self.items, self.times):
             digest.update(column.tobytes())
+        weights = np.frombuffer(self.weights, dtype=np.float64)
+        if bool((weights != 1.0).any()):  # all 1: the fingerprint from before weights
+            digest.update(self.weights.tobytes())
         return digest.hexdigest()
 
     def split(self, min_events: int) -> LeaveOneOut:
-        """Each user's latest item held out for validation (models.split.holdout_split)."""
+        """Each user's latest item held out for validation (models.split.holdout_split), with
+        the events' weights unless every weight is 1 (then training is unweighted, as before)."""
+        weights = np.frombuffer(self.weights, dtype=np.float64) if len(self.weights) else None
         return holdout_split(
             self.user_ids,
             self.item_ids,
@@ -77,25 +85,40 @@ class EventData:
             np.frombuffer(self.items, dtype=np.int64),
             np.frombuffer(self.times, dtype=np.int64),
             min_events=min_events,
+            weights=None if weights is None or bool((weights == 1.0).all()) else weights,
         )
 
 
 async def read_events(
-    sessionmaker: async_sessionmaker[AsyncSession], weights: dict[str, float]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    weights: dict[str, float],
+    rule: RatingRule = DEFAULT_RULE,
 ) -> EventData:
-    """Stream the events of every positively weighted type out of the database, memory bounded:
-    ids are interned as they arrive, the columns are compact int64 arrays."""
+    """Stream the model-input events out of the database, each with its type's weight, memory
+    bounded: ids are interned as they arrive, the columns are compact arrays.
+
+    What is input is serving's rule (app.ingest.meaning.is_input): a positively weighted type,
+    never dislike or hide, never a rating at or below the rule's negative_max (a neutral rating
+    is input). Negative events are left out of training (research/results/negatives.md: on
+    validation, iALS with dislikes as weighted zero targets was no better than without them);
+    serving masks the disliked items instead."""
     data = EventData()
     user_index: dict[str, int] = {}
     item_index: dict[str, int] = {}
-    types = [kind for kind, weight in weights.items() if weight > 0]
+    types = input_types(weights)
     async with sessionmaker() as session:
+        late = LateEvents(await repo.erasure_times(session=session))
         async for rows in repo.stream_events(session=session, types=types):
-            for user_id, item_id, _, moment, _ in rows:
+            for user_id, item_id, kind, moment, _, value in rows:
+                if late and late.covers(user_id, moment):  # erased, arrived late
+                    continue
+                if not is_input(kind, value, weights, rule):  # a low rating: a dislike
+                    continue
                 data.users.append(_intern(user_index, data.user_ids, user_id))
                 data.items.append(_intern(item_index, data.item_ids, item_id))
                 moment = as_utc(moment)
                 data.times.append(int(moment.timestamp() * 1_000_000))
+                data.weights.append(float(weights[kind]))
                 data.first = moment if data.first is None else min(data.first, moment)
                 data.last = moment if data.last is None else max(data.last, moment)
     return data
@@ -108,6 +131,10 @@ def _intern(index: dict[str, int], ids: list[str], value: str) -> int:
         found = index[value] = len(ids)
         ids.append(value)
     return found
+
+
+class TooLittleData(ValueError):
+    """Not enough stored events to train on yet: day one, not a failure; a later run may have."""
 
 
 @dataclass
@@ -242,10 +269,15 @@ async def retrain(
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[Outcome]:
     """One run: read the events, split, then train and gate each model in turn."""
-    data = await read_events(sessionmaker, settings.event_weights)
+    data = await read_events(sessionmaker, settings.event_weights, RatingRule.of(settings))
     split = data.split(settings.retrain_min_events)
-    if split.num_users == 0:
-        raise ValueError(f"no user has {settings.retrain_min_events} distinct items yet")
+    if split.num_users < settings.retrain_min_users:
+        raise TooLittleData(
+            f"too little data to retrain yet: {len(data)} events, {split.num_users} users with "
+            f"{settings.retrain_min_events}+ distinct items (RECSYS_RETRAIN_MIN_EVENTS), "
+            f"{settings.retrain_min_users} needed (RECSYS_RETRAIN_MIN_USERS); "
+            "popular items answer until a model is trained"
+        )
     log.info(
         "retrain data: %d events, %d users, %d items", len(data), split.num_users, split.num_items
     )

@@ -170,7 +170,8 @@ async def test_get_parameters_are_documented(client: httpx.AsyncClient) -> None:
     # The route parses its own query string; the OpenAPI document must still list it.
     spec = (await client.get("/openapi.json")).json()
     params = {p["name"]: p for p in spec["paths"]["/recommend"]["get"]["parameters"]}
-    assert set(params) == {"user_id", "k", "model", "experiment", "exclude", "explain"}
+    assert {"repeats"} <= set(params)  # issue 14: seen items back
+    assert {"user_id", "k", "model", "experiment", "exclude", "explain"} <= set(params)
     assert params["user_id"]["required"] and params["k"]["schema"]["maximum"] == 1000
 
 

@@ -95,3 +95,29 @@ async def test_store_is_skipped_when_events_arrived_after_the_lookup(cache: Cach
     assert not await cache.store(seen, b"stale", None)
     assert await cache.store(await cache.lookup("a", "mf:v1"), b"fresh", None)
     assert await vector(cache, "a", "mf:v1") == b"fresh"
+
+
+async def test_marks_are_cached_changed_in_order_and_erased(cache: CacheBackend) -> None:
+    # Marks (app.ingest.meaning bits) travel with the history on a vector miss, in one read.
+    seen = await cache.lookup("a", "mf:v1")
+    assert seen.marks is None and await cache.get_marks("a") is None
+    assert await cache.store(seen, None, ["x"], {"x": 1, "y": 2 | 1 << 15})
+    assert (await cache.lookup("a", "mf:v1")).marks == {"x": 1, "y": 2 | 1 << 15}
+    # (item, set, clear) in event order: hide x, then a later positive on y lifts its hide.
+    changes = {"a": [("x", 1 << 15, 0), ("y", 4, 1 << 15), ("z", 1, 0)], "b": [("q", 1, 0)]}
+    await cache.append_history({"a": [], "b": ["q"]}, changes)
+    assert await cache.get_marks("a") == {"x": 1 | 1 << 15, "y": 2 | 4, "z": 1}
+    assert await cache.get_history("a") == ["x"]  # no input items: the list is unchanged
+    assert await cache.get_marks("b") is None  # not cached: it is rebuilt from the database
+    assert await cache.store(await cache.lookup("a", "mf:v1"), b"vec", None)
+    assert (await cache.lookup("a", "mf:v1")).marks is None  # a hit needs no marks
+    await cache.append_history({"a": []}, {})  # a batch of only non-input events still drops
+    assert await vector(cache, "a", "mf:v1") is None
+    await cache.drop_users(["a"], history=True)
+    assert await cache.get_marks("a") is None
+
+
+async def test_empty_marks_are_cached(cache: CacheBackend) -> None:
+    assert await cache.store(await cache.lookup("c", "mf:v1"), None, None, {})
+    assert await cache.get_marks("c") == {}
+    assert (await cache.lookup("c", "mf:v1")).marks == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,28 @@ def test_items_added_after_ranking_are_scored_and_merged() -> None:
     top = ranked.answer(m, frozenset({11}), 4) or []
     assert [i for i, _ in top] == ["i3", "new-a", "new-c", "i1"]
     assert ranked.answer(m, frozenset({3, 1, 4, 10, 12}), 4) is None  # runs out: full scoring
+
+
+def test_marks_round_trip_and_a_request_with_other_repeats_scores_the_catalog() -> None:
+    original = UserState(
+        vector=np.arange(4, dtype=np.float32),
+        seen=np.array([7, 8, 9], dtype=np.int32),  # seen 7, 8; hidden 9
+        ranked=np.array([3, 1], dtype=np.int32),
+        ranked_scores=np.array([1.0, 0.5], dtype=np.float32),
+        limit=2,
+        ranked_over=10,
+        history=np.array([7, 8], dtype=np.int32),
+        hidden=np.array([9], dtype=np.int32),
+    )
+    restored = UserState.unpack(original.pack(), dim=4)
+    assert restored is not None and not restored.repeats
+    for name in ("seen", "history", "hidden", "repeatable"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(original, name))
+    assert restored.for_request(repeats=False) is restored
+    again = restored.for_request(repeats=True)  # seen items back, the hidden one not
+    assert again.seen.tolist() == [9] and again.answer(model(), frozenset(), 2) is None
+    # Ranked under allow_repeats: a request without repeats masks the seen items again.
+    allowing = replace(original, seen=original.hidden, repeatable=original.history, repeats=True)
+    back = UserState.unpack(allowing.pack(), dim=4)
+    assert back is not None and back.repeats
+    assert sorted(back.for_request(repeats=False).seen.tolist()) == [7, 8, 9]

@@ -17,8 +17,9 @@ import pytest
 
 from app.config import Settings
 from app.db import repo
+from app.ingest.meaning import RatingRule
 from app.training.demo import synthetic_catalog, synthetic_shop
-from app.training.retrain import gate, retrain
+from app.training.retrain import gate, read_events, retrain
 from models.checkpoint import load_checkpoint
 from tests.app.cli.test_cli import RECSYS, clean_env, wait_for
 from tests.conftest import free_port, running_app
@@ -215,3 +216,42 @@ async def test_retrain_gives_content_models_the_stored_catalog(pg_settings: Sett
         # The vectors were stored: the service's own index takes them without encoding again.
         await client.post("/models/reload")
         assert len(services.content.item_ids) == 50 and services.content.pending == 0
+
+
+async def test_retrain_reads_weights_and_leaves_dislikes_out(pg_settings: Settings) -> None:
+    """Dislikes, hides and low ratings never become training input, even with a weight; every
+    other event carries its type's weight into the split (a pair keeps its largest)."""
+    sent = [  # (item, type, value) of one user, in time order
+        ("a", "view", None),
+        ("b", "view", None),
+        ("a", "purchase", None),
+        ("d", "dislike", None),
+        ("e", "rating", 1.0),  # <= rating_negative_max: a dislike
+        ("f", "rating", 3.0),  # neutral: input
+        ("g", "rating", 5.0),
+        ("h", "hide", None),
+        ("i", "click", None),
+    ]
+    events = [
+        {"user_id": "u", "item_id": item, "type": kind, "timestamp": 1_700_000_000 + n}
+        | ({} if value is None else {"value": value})
+        for n, (item, kind, value) in enumerate(sent)
+    ]
+    weights = {"view": 1.0, "purchase": 5.0, "rating": 2.0, "click": 1.5}
+    weights |= {"dislike": 3.0, "hide": 1.0}  # weighted negatives are still left out
+    async with running_app(pg_settings) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        response = await client.post("/events", json={"events": events})
+        assert response.status_code == 200, response.text
+        data = await read_events(services.sessionmaker, weights, RatingRule(4.0, 2.0))
+        plain = await read_events(services.sessionmaker, dict.fromkeys(weights, 1.0))
+    assert [data.item_ids[i] for i in data.items] == ["a", "b", "a", "f", "g", "i"]
+    assert list(data.weights) == [1.0, 1.0, 5.0, 2.0, 2.0, 1.5]
+    split = data.split(min_events=2)
+    assert split.train_weights is not None and split.val_weights is not None
+    train = [split.item_ids.ids[i] for i in split.train[0]]
+    assert train == ["a", "b", "f", "g"] and split.item_ids.ids[split.val[0]] == "i"
+    assert split.train_weights[0].tolist() == [5.0, 1.0, 2.0, 2.0]  # a: view, then purchase
+    assert split.val_weights.tolist() == [1.5]
+    # Every weight 1: the split is unweighted, as before weights existed.
+    assert list(plain.weights) == [1.0] * 6 and plain.split(min_events=2).train_weights is None
