@@ -24,6 +24,7 @@ from app.db.tables import (
     ModelVersion,
     Rule,
 )
+from app.domain import NEGATIVE_TYPES
 
 # One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
 _PG_INSERT_EVENTS = """
@@ -191,9 +192,26 @@ async def inactive_item_ids(*, session: AsyncSession) -> list[str]:
     )
 
 
-async def popular_item_ids(*, session: AsyncSession, recent_events: int, limit: int) -> list[str]:
-    """The most interacted items over the latest `recent_events` events, most popular first."""
-    recent = select(Event.item_id).order_by(Event.id.desc()).limit(recent_events).subquery()
+async def popular_item_ids(
+    *,
+    session: AsyncSession,
+    recent_events: int,
+    limit: int,
+    rating_negative_max: float = 2.0,
+) -> list[str]:
+    """The most interacted items over the latest `recent_events` events, most popular first;
+    negative feedback (dislike, hide, a rating at or below `rating_negative_max`) is no
+    interaction here."""
+    positive = Event.type.not_in(NEGATIVE_TYPES) & (
+        (Event.type != "rating") | Event.value.is_(None) | (Event.value > rating_negative_max)
+    )
+    recent = (
+        select(Event.item_id)
+        .where(positive)
+        .order_by(Event.id.desc())
+        .limit(recent_events)
+        .subquery()
+    )
     counts = (
         select(recent.c.item_id, func.count().label("n"))
         .group_by(recent.c.item_id)

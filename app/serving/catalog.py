@@ -26,8 +26,10 @@ class Catalog:
         popular_size: int = 2000,
         recent_events: int = 1_000_000,
         popular_every_s: float = 10.0,
+        rating_negative_max: float = 2.0,
     ) -> None:
         self.popular_every_s, self._popular_due = popular_every_s, 0.0
+        self.rating_negative_max = rating_negative_max
         self.sessionmaker = sessionmaker
         self.popular_size, self.recent_events = popular_size, recent_events
         self.popular: list[str] = []
@@ -44,7 +46,10 @@ class Catalog:
         if force or time.monotonic() >= self._popular_due:
             started = time.monotonic()
             popular = await repo.popular_item_ids(
-                session=session, recent_events=self.recent_events, limit=self.popular_size
+                session=session,
+                recent_events=self.recent_events,
+                limit=self.popular_size,
+                rating_negative_max=self.rating_negative_max,
             )
             self.set_popular(popular)
             took = time.monotonic() - started

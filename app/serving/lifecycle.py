@@ -111,7 +111,11 @@ async def serving(
             negative_max=settings.rating_negative_max,
         ),
         # The popular list behind every fallback follows the same interval as the rest.
-        catalog=Catalog(sessionmaker, popular_every_s=settings.refresh_interval_s),
+        catalog=Catalog(
+            sessionmaker,
+            popular_every_s=settings.refresh_interval_s,
+            rating_negative_max=settings.rating_negative_max,
+        ),
         experiments=ExperimentBook(),
         filters=FilterIndex(settings.filter_cache_size),
         exposures=ExposureLog(sessionmaker, metrics),

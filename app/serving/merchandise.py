@@ -143,28 +143,7 @@ class Shape:
     def backfill(self, chosen: list[str], blocked: Iterable[str], k: int) -> list[str]:
         """Items to complete a list of k: popular allowed ones (reordered by boosts: a boost
         multiplies an item's popularity, read as 1 / rank), then any allowed item."""
-        need = k - len(chosen)
-        if need <= 0:
-            return []
-        catalog, item_filter = self.services.catalog, self.item_filter
-        skip = set(chosen) | set(blocked) | catalog.inactive
-        allows = (lambda _: True) if item_filter is None else self.filters.matcher(item_filter)
-        popular = (item for item in catalog.popular if item not in skip and allows(item))
-        if self.rules.boosts:  # every allowed popular item may move up
-            bias = [(item, self._catalog_bias(item)) for item in popular]
-            ranks = {item: rank for rank, item in enumerate(catalog.popular)}
-            bias.sort(key=lambda pair: math.log1p(ranks[pair[0]]) - pair[1])
-            popular = (item for item, _ in bias)
-        extra = list(itertools.islice(popular, need))
-        if len(extra) < need and item_filter is not None:
-            skip.update(extra)
-            rest = (i for i in self.filters.matching_ids(item_filter) if i not in skip)
-            extra += itertools.islice(rest, need - len(extra))
-        return extra
-
-    def _catalog_bias(self, item_id: str) -> float:
-        """The sum of an item's boosts by its catalog facts."""
-        return sum(b.bias for b in self.rules.boosts if self.filters.matches(item_id, b.target))
+        return popular_fill(self.services, self.item_filter, self.rules, chosen, blocked, k)
 
     async def pin(
         self, items: Items, ask: Ask, state: UserState | None, history: list[str] | None
@@ -229,3 +208,39 @@ class Shape:
             if pin.item_id not in seen and pin.item_id not in out:
                 out[pin.item_id] = pin
         return list(out.values())
+
+
+def popular_fill(
+    services: Services,
+    item_filter: ItemFilter | None,
+    rules: Merchandising,
+    chosen: list[str],
+    blocked: Iterable[str],
+    k: int,
+) -> list[str]:
+    """Items to complete a list of k: popular allowed ones (reordered by boosts: a boost
+    multiplies an item's popularity, read as 1 / rank), then any allowed item. Needs no model:
+    the day-one answer is this alone."""
+    need = k - len(chosen)
+    if need <= 0:
+        return []
+    catalog, filters = services.catalog, services.filters
+    skip = set(chosen) | set(blocked) | catalog.inactive
+    allows = (lambda _: True) if item_filter is None else filters.matcher(item_filter)
+    popular = (item for item in catalog.popular if item not in skip and allows(item))
+    if rules.boosts:  # every allowed popular item may move up
+
+        def bias_of(item_id: str) -> float:
+            """The sum of an item's boosts by its catalog facts."""
+            return sum(b.bias for b in rules.boosts if filters.matches(item_id, b.target))
+
+        bias = [(item, bias_of(item)) for item in popular]
+        ranks = {item: rank for rank, item in enumerate(catalog.popular)}
+        bias.sort(key=lambda pair: math.log1p(ranks[pair[0]]) - pair[1])
+        popular = (item for item, _ in bias)
+    extra = list(itertools.islice(popular, need))
+    if len(extra) < need and item_filter is not None:
+        skip.update(extra)
+        rest = (i for i in filters.matching_ids(item_filter) if i not in skip)
+        extra += itertools.islice(rest, need - len(extra))
+    return extra

@@ -15,7 +15,7 @@ from app.domain import OVERRIDE
 from app.errors import NotFound, Unavailable
 from app.experiments.routing import assign
 from app.observability import new_id
-from app.serving.merchandise import Shape, shape_of
+from app.serving.merchandise import Shape, popular_fill, shape_of
 from app.serving.registry import LoadedModel
 from app.serving.scoring import rank_rows
 from app.serving.services import Ask, Services
@@ -82,7 +82,8 @@ async def popular_only(ask: Ask, services: Services) -> Scored:
     """The stored events' most popular items the user has not seen, scored 1/rank: the answer
     before any model exists ("no_model"), or an empty list before any event ("no_data")."""
     started = time.perf_counter()
-    extra = services.catalog.backfill([], await masked_ids(ask, services), ask.k)
+    rules = services.rules.compiled  # filters and boosts apply; pins need a model's list
+    extra = popular_fill(services, ask.filter, rules, [], await masked_ids(ask, services), ask.k)
     fallback = "no_model" if services.catalog.popular else "no_data"
     services.metrics.fallbacks.labels(reason=fallback).inc()
     items = [(item, 1.0 / (rank + 1)) for rank, item in enumerate(extra)]

@@ -104,3 +104,28 @@ async def test_a_slow_popular_query_runs_less_often(settings: Settings) -> None:
         assert catalog.popular == ["x", "y"]
         wait = catalog._popular_due - time.monotonic()
         assert 0 < wait <= POPULAR_DUTY * took
+
+
+async def test_day_one_answers_follow_filters_and_ignore_negative_feedback(
+    settings: Settings,
+) -> None:
+    async with running_app(day_one(settings, refresh_interval_s=0.2)) as client:
+        items = [
+            {"item_id": "hit", "categories": ["hats"]},
+            {"item_id": "second", "categories": ["shoes/running"]},
+            {"item_id": "third", "categories": ["shoes"]},
+        ]
+        assert (await client.put("/items", json={"items": items})).status_code == 200
+        await post_history(client, "a", ["hit", "second", "third"])
+        await post_history(client, "b", ["hit", "second"])
+        # Three users dislike "third": negative feedback does not make an item popular.
+        for user in ("d1", "d2", "d3"):
+            dislike = {"user_id": user, "item_id": "third", "type": "dislike"}
+            assert (await client.post("/events", json={"events": [dislike]})).status_code == 200
+        body = await until_popular(client)
+        assert [i["item_id"] for i in body["items"]] == ["hit", "second", "third"]
+        shoes = await client.get("/recommend", params={"user_id": "new", "category": "shoes"})
+        assert [i["item_id"] for i in shoes.json()["items"]] == ["second", "third"]
+        assert shoes.json()["fallback"] == "no_model"
+        none = await client.get("/recommend", params={"user_id": "new", "category": "socks"})
+        assert none.status_code == 200 and none.json()["items"] == []
