@@ -41,7 +41,7 @@ class Catalog:
         """Reload the inactive set, and the popular items when they are due: every
         `popular_every_s` (RECSYS_REFRESH_INTERVAL_S in the service), or less often when the
         GROUP BY over the recent events is slow, so it never keeps the database busy more than
-        1/POPULAR_DUTY of the time per replica (1.3 s over 1M events: every 26 s)."""
+        1/POPULAR_DUTY of the time per replica (a GROUP BY over 1M events takes seconds)."""
         self.set_inactive(frozenset(await repo.inactive_item_ids(session=session)))
         if force or time.monotonic() >= self._popular_due:
             started = time.monotonic()
