@@ -72,8 +72,12 @@ class Recommender(ABC):
         return False
 
     @abstractmethod
-    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
-        """User representations built from histories (and their times): (B, D) float32."""
+    def user_vectors(
+        self, histories: Sequence[History], times: Times = None, *, weights: Weights = None
+    ) -> torch.Tensor:
+        """User representations built from histories (and their times): (B, D) float32.
+        `weights`: each history item's event weight, as `fit` takes them; a model that trains
+        with weights folds a user in with them (mf), the others ignore them."""
 
     @abstractmethod
     def item_vectors(self) -> torch.Tensor:

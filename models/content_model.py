@@ -86,8 +86,11 @@ class ContentRecommender(Recommender):
         return torch.sparse_coo_tensor(index, values, shape, check_invariants=False).coalesce()
 
     @torch.inference_mode()
-    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
-        """Unit-length recency-weighted blends of the history items' vectors: (B, F)."""
+    def user_vectors(
+        self, histories: Sequence[History], times: Times = None, *, weights: Weights = None
+    ) -> torch.Tensor:
+        """Unit-length recency-weighted blends of the history items' vectors: (B, F); event
+        weights are not used."""
         blend = torch.sparse.mm(self.recency_weights(histories), self.features)  # (B, F)
         empty = torch.tensor([len(h) == 0 for h in histories], dtype=torch.bool)
         return torch.where(empty[:, None], self.empty_user, F.normalize(blend, dim=1))

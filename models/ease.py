@@ -74,8 +74,10 @@ class EASE(Recommender):
         self.weights = coefficients.T.to(torch.float32).contiguous()
         return {"epochs": 1, "seconds": time.perf_counter() - start}
 
-    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
-        """Multi-hot histories: (B, I)."""
+    def user_vectors(
+        self, histories: Sequence[History], times: Times = None, *, weights: Weights = None
+    ) -> torch.Tensor:
+        """Multi-hot histories: (B, I); EASE has no event weights."""
         vectors = torch.zeros(len(histories), self.num_items)
         lengths = [len(h) for h in histories]
         rows = torch.from_numpy(np.repeat(np.arange(len(histories)), lengths))

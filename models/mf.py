@@ -16,7 +16,8 @@ w has c = w * (1 + b * 2^(-p / halflife)), so a purchase of weight 5 counts five
 weight 1 at the same place; without weights (MovieLens) w = 1 and nothing changes. Multiplying
 (rather than c = 1 + alpha * w) keeps the recency profile and needs no new hyperparameter. A
 user's repeated item keeps its largest confidence (the split already merged repeats by their
-largest weight). Fold-in (`user_vectors`) has no weights: serving's histories are item ids only.
+largest weight). Fold-in (`user_vectors(..., weights=)`) takes them too: the service passes
+each history item's weight, the largest of its stored events' types (app.serving.state).
 
 Each half-step is an exact ridge solve per row, batched: rows are sorted by length and padded
 into chunks, the per-row Gram matrix comes from one `bmm`, and all systems of a chunk are solved
@@ -438,10 +439,14 @@ class ImplicitALS(Recommender):
         after an epoch, so keeping references is enough)."""
         return self.item_factors, self.content_projection
 
-    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
-        """Fold-in: the exact user step for each history (same formula as training): (B, D)."""
+    def user_vectors(
+        self, histories: Sequence[History], times: Times = None, *, weights: Weights = None
+    ) -> torch.Tensor:
+        """Fold-in: the exact user step for each history (same formula as training, event
+        weights included): (B, D)."""
         plan = _plan_rows(
-            history_matrix(histories, self.num_items, self.config), self.config.chunk_elements
+            history_matrix(histories, self.num_items, self.config, weights),
+            self.config.chunk_elements,
         )
         reg = _row_regularization(plan.counts, self.num_items, self.config)
         alpha0 = self.config.unobserved_weight

@@ -54,7 +54,9 @@ class Popularity(Recommender):
         self.counts = (torch.log1p(counts) if self.config.log_counts else counts)[:, None]
         return {"epochs": 1, "seconds": time.perf_counter() - start}
 
-    def user_vectors(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
+    def user_vectors(
+        self, histories: Sequence[History], times: Times = None, *, weights: Weights = None
+    ) -> torch.Tensor:
         """Ones: (B, 1)."""
         return torch.ones(len(histories), 1)
 

@@ -194,10 +194,16 @@ class SASRec(Recommender):
 
     @torch.inference_mode()
     def user_vectors(
-        self, histories: Sequence[History], times: Times = None, batch_size: int = 256
+        self,
+        histories: Sequence[History],
+        times: Times = None,
+        batch_size: int = 256,
+        *,
+        weights: Weights = None,
     ) -> torch.Tensor:
         """Encode the last max_len items of each history; the state at its last item: (B, D).
-        With `time_gaps`, `times` give each item's gap bucket (None: the "unknown" bucket)."""
+        With `time_gaps`, `times` give each item's gap bucket (None: the "unknown" bucket).
+        Event weights act in training only (the loss), not on the input sequence."""
         if not self.config.time_gaps:
             return self._vectors_of([self._window(h) for h in histories], batch_size)
         pairs = _with_times(histories, times)

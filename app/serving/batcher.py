@@ -33,7 +33,9 @@ class Encoded:
 
 
 # Per waiting request: the history the model encodes, the items to mask, the answer's future.
-Pending = list[tuple[np.ndarray, np.ndarray, asyncio.Future[Encoded]]]
+# Per waiting request: its history, the items to leave out of its list, its history's event
+# weights (None: all 1), and the future its row resolves.
+Pending = list[tuple[np.ndarray, np.ndarray, np.ndarray | None, asyncio.Future[Encoded]]]
 
 
 def _encode(
@@ -41,11 +43,22 @@ def _encode(
     histories: Sequence[np.ndarray],
     masked: Sequence[np.ndarray],
     limit: int,
+    weights: Sequence[np.ndarray | None] = (),
 ) -> list[Encoded]:
     """User vectors and their top-`limit` lists, the batch scored in one matrix product; runs
-    on the worker thread, off the event loop."""
+    on the worker thread, off the event loop. `weights`: per history, its items' event weights
+    (None: all 1); with none at all the model folds in unweighted, as before."""
+    weighted = None
+    if any(w is not None for w in weights):
+        weighted = [
+            np.ones(len(h)) if w is None else w for h, w in zip(histories, weights, strict=True)
+        ]
     with torch.inference_mode():  # thread-local: set here, not on the loop's thread
-        vectors = model.model.user_vectors(histories).to(torch.float32)  # (B, D)
+        vectors = (
+            model.model.user_vectors(histories)
+            if weighted is None
+            else model.model.user_vectors(histories, weights=weighted)
+        ).to(torch.float32)  # (B, D)
     ranked = rank_rows(model.item_vectors, vectors, masked, limit)
     items = int(model.item_vectors.shape[0])
     return [Encoded(v, r, s, items) for v, (r, s) in zip(vectors, ranked, strict=True)]
@@ -73,16 +86,20 @@ class EncodeBatcher:
         self.busy = False
 
     async def encode(
-        self, model: LoadedModel, history: np.ndarray, masked: np.ndarray | None = None
+        self,
+        model: LoadedModel,
+        history: np.ndarray,
+        masked: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> Encoded:
-        """The user vector (D,) of one history of item indices, with its ranked list of the
-        items not in `masked` (default: the history)."""
+        """The user vector (D,) of one history of item indices (with their event weights), with
+        its ranked list of the items not in `masked` (default: the history)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Encoded] = loop.create_future()
         entry = self.pending.get(model.cache_field)
         if entry is None:
             entry = self.pending[model.cache_field] = (model, [])
-        entry[1].append((history, history if masked is None else masked, future))
+        entry[1].append((history, history if masked is None else masked, weights, future))
         if not self.busy:
             # The worker starts on the next loop iteration, so misses of this one join the batch.
             self.busy = True
@@ -104,16 +121,17 @@ class EncodeBatcher:
         if self.on_batch is not None:
             self.on_batch(len(batch))
         loop = asyncio.get_running_loop()
-        histories, masked = [h for h, _, _ in batch], [m for _, m, _ in batch]
+        histories, masked = [h for h, _, _, _ in batch], [m for _, m, _, _ in batch]
+        weights = [w for _, _, w, _ in batch]
         work = loop.run_in_executor(
-            self.executor, _encode, model, histories, masked, self.ranked_items
+            self.executor, _encode, model, histories, masked, self.ranked_items, weights
         )
         work.add_done_callback(lambda done: self._resolve(done, batch))
 
     def _resolve(self, done: asyncio.Future[list[Encoded]], batch: Pending) -> None:
         """Give each waiter its row (or the error), then start the next batch."""
         error = done.exception()
-        for row, (_, _, future) in enumerate(batch):
+        for row, (_, _, _, future) in enumerate(batch):
             if future.done():  # the caller went away
                 continue
             if error is not None:

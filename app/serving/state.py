@@ -4,14 +4,14 @@ and hidden items, app.ingest.meaning), packed into one entry."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from app.cache import Lookup
-from app.ingest.meaning import Marks, RatingRule, fold_marks
+from app.ingest.meaning import TYPE_BITS, Marks, RatingRule, fold_marks
 from app.serving.registry import LoadedModel
 from app.serving.services import Ask, Services
 
@@ -225,7 +225,7 @@ async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
         return Found(state.for_request(repeats))
     history, bits = await missing(ask, seen, services)
     marks = marks_of(bits, services)
-    state = await encode(model, history, marks, services)
+    state = await encode(model, history, marks, services, bits)
     if state is not None or (seen.history is None and history) or (seen.marks is None and bits):
         await services.cache.store(
             seen,
@@ -257,21 +257,29 @@ async def missing(ask: Ask, seen: Lookup, services: Services) -> tuple[list[str]
 
 
 async def encode(
-    model: LoadedModel, history: list[str], marks: Marks, services: Services
+    model: LoadedModel,
+    history: list[str],
+    marks: Marks,
+    services: Services,
+    bits: Mapping[str, int] | None = None,
 ) -> UserState | None:
     """The model's vector of a history (SASRec's encoder, MF's fold-in) and its ranked list
     without the masked items (seen and hidden; hidden only under allow_repeats); None when the
     model knows none of the history's items."""
     indices = np.asarray(model.indices(history), dtype=np.int64)
     # Items added after training (content vectors only) are masked but not encoded.
-    known = indices[indices < model.trained_items]
+    trained = indices < model.trained_items
+    known = indices[trained]
     if not len(known):
         return None
+    weights = history_weights(history, bits, services.settings.event_weights)
     repeats = services.settings.allow_repeats
     hidden = _indices(model, marks.hidden)
     repeatable = _indices(model, marks.seen - marks.hidden) if repeats else EMPTY
     seen = hidden if repeats else _indices(model, marks.seen | marks.hidden)
-    encoded = await services.encoder.encode(model, known, seen.astype(np.int64))
+    encoded = await services.encoder.encode(
+        model, known, seen.astype(np.int64), None if weights is None else weights[trained]
+    )
     return UserState(
         encoded.vector.numpy(),
         seen,
@@ -289,3 +297,20 @@ async def encode(
 def _indices(model: LoadedModel, items: frozenset[str]) -> np.ndarray:
     """The model's indices of the items it knows (int32, sorted)."""
     return np.sort(np.asarray(model.indices(list(items)), dtype=np.int32))
+
+
+def history_weights(
+    history: list[str], bits: Mapping[str, int] | None, event_weights: Mapping[str, float]
+) -> np.ndarray | None:
+    """Each history item's event weight as training gives it (retrain merges a user's events on
+    an item into one interaction with the largest weight): the largest weight among the types
+    the user's marks hold for the item. None when every weight is 1 (the default: nothing to
+    weigh) or the history has no marks (an anonymous one)."""
+    bit_weights = [(TYPE_BITS[k], w) for k, w in event_weights.items() if k in TYPE_BITS and w > 0]
+    if all(w == 1.0 for _, w in bit_weights) or not bits:
+        return None
+    weights = np.ones(len(history))
+    for n, item in enumerate(history):
+        marks = bits.get(item, 0)
+        weights[n] = max((w for bit, w in bit_weights if marks & bit), default=1.0)
+    return weights

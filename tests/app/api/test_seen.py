@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import torch
 
 from app.config import Settings
+from app.serving.state import UserState
 from tests.app.serving_fixtures import ids, post_history
 from tests.conftest import free_port, running_app
 
@@ -159,3 +162,29 @@ async def test_cache_down_still_masks_every_seen_item(
         items = await every_item(client, user)
         assert len(items) == 60 - 36 and not set(items) & {*CATALOG[:35], CATALOG[40]}
         assert (await client.get("/readyz")).json()["cache"] == "degraded"
+
+
+async def test_serving_folds_in_with_the_event_weights_training_used(
+    serving_settings: Settings,
+) -> None:
+    """A user's vector in the service is the model's fold-in of their history with each item's
+    weight (the largest of its event types'), as retrain trains with: with purchase weight 5,
+    not the unweighted one."""
+    serving_settings.event_weights = {"view": 1.0, "click": 1.0, "purchase": 5.0, "rating": 1.0}
+    async with running_app(serving_settings) as client:
+        # sku-2 viewed then purchased: weight 5; the rest views only.
+        events = [event("buyer", f"sku-{n}", "view", n) for n in range(4)]
+        await post(client, *events, event("buyer", "sku-2", "purchase", 10))
+        await every_item(client, "buyer")  # builds and caches the state
+        cache = client.app.state.cache  # type: ignore[attr-defined]
+        loaded = client.app.state.services.registry.models["mf"]  # type: ignore[attr-defined]
+        found = await cache.lookup("buyer", loaded.cache_field)
+        served = UserState.unpack(found.vector, loaded.dim)
+        assert served is not None
+        history = np.asarray(loaded.indices(["sku-0", "sku-1", "sku-2", "sku-3", "sku-2"]))
+        weights = [np.array([1.0, 1.0, 5.0, 1.0, 5.0])]
+        with torch.inference_mode():
+            weighted = loaded.model.user_vectors([history], weights=weights)[0].numpy()
+            plain = loaded.model.user_vectors([history])[0].numpy()
+        np.testing.assert_allclose(served.vector, weighted, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(weighted, plain, rtol=1e-3, atol=1e-4)
