@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from subprocess import DEVNULL
 
@@ -46,21 +47,24 @@ async def test_no_state_from_before_an_event_acknowledged_during_a_blip(
     try:
         async with running_app(settings) as client:
             cache = client.app.state.cache  # type: ignore[attr-defined]
-            await client.post("/events", json=events_for("rex", ["sku-1", "sku-2", "sku-3"]))
-            params = {"user_id": "rex", "model": "mf"}
+            # pg_database is the run's shared database: a user no other test has written to.
+            user = f"rex-{uuid.uuid4().hex[:8]}"
+            await client.post("/events", json=events_for(user, ["sku-1", "sku-2", "sku-3"]))
+            params = {"user_id": user, "model": "mf"}
+            field = client.app.state.services.registry.models["mf"].cache_field  # type: ignore[attr-defined]
             before = ids(await client.get("/recommend", params=params))
             # On a loaded machine a store can miss the cache timeout: ask again until it lands.
             for _ in range(10):
-                if (await cache.lookup("rex", "mf:v1")).vector is not None:
+                if (await cache.lookup(user, field)).vector is not None:
                     break
                 await client.get("/recommend", params=params)
-            assert (await cache.lookup("rex", "mf:v1")).vector is not None  # the state to go
+            assert (await cache.lookup(user, field)).vector is not None  # the state to go
             if blip == "restart":
                 server.kill()  # unreachable: the invalidation is lost, not merely late
                 server.wait()
             else:
                 server.send_signal(signal.SIGSTOP)  # blocked: only timeouts tell
-            event = events_for("rex", [before[0]])
+            event = events_for(user, [before[0]])
             del event["events"][0]["timestamp"]  # now: the newest event
             acknowledged = await client.post("/events", json=event)
             assert acknowledged.status_code == 200, acknowledged.text
@@ -74,7 +78,7 @@ async def test_no_state_from_before_an_event_acknowledged_during_a_blip(
             after = ids(await client.get("/recommend", params=params))
             assert before[0] not in after  # the acknowledged event is seen: its item masked
             assert not cache.fence.pending  # replayed once Redis answered
-            assert (await cache.lookup("rex", "mf:v1")).vector is not None  # cached again
+            assert (await cache.lookup(user, field)).vector is not None  # cached again
             assert before[0] not in ids(await client.get("/recommend", params=params))
     finally:
         server.send_signal(signal.SIGCONT)
