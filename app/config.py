@@ -9,7 +9,7 @@ from typing import cast
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.domain import EVENT_TYPES, NEGATIVE_TYPES, EventType
+from app.domain import DEFAULT_EVENT_WEIGHTS, EventType
 from models.data import default_data_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     # history_len): a shop that wants viewed items back lists only ["purchase"], say.
     seen_types: tuple[EventType, ...] = Field(
         default_factory=lambda: cast(
-            tuple[EventType, ...], tuple(k for k in EVENT_TYPES if k not in NEGATIVE_TYPES)
+            tuple[EventType, ...],
+            tuple(DEFAULT_EVENT_WEIGHTS),  # every positive type
         )
     )
     # Shops selling consumables: seen items may be recommended again (dislikes stay hidden);
@@ -100,9 +101,7 @@ class Settings(BaseSettings):
     # distinct items to count, and the promotion gate's tolerance
     # (absolute validation NDCG@10 a new version may lose against the active one).
     retrain_models: tuple[str, ...] = ("mf", "sasrec")
-    event_weights: dict[str, float] = Field(
-        default_factory=lambda: {kind: 1.0 for kind in EVENT_TYPES if kind not in NEGATIVE_TYPES}
-    )
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     retrain_min_events: int = Field(default=3, ge=2)
     # Fewer users than this (with retrain_min_events items each) is too little data: a model
     # fit to a handful of users only memorises them, so popular items keep answering until then.

@@ -12,6 +12,10 @@ EventType = Literal["view", "click", "add_to_cart", "purchase", "rating", "disli
 EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
 # "Not interested": the item leaves the user's lists until a later positive event on it.
 NEGATIVE_TYPES: tuple[str, ...] = ("dislike", "hide")
+# RECSYS_EVENT_WEIGHTS' default: every positive type is model input, with weight 1.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    kind: 1.0 for kind in EVENT_TYPES if kind not in NEGATIVE_TYPES
+}
 ID_LEN = 256  # longest user, item or event id
 OVERRIDE = "override"  # the experiment variant of a request that names its model
 # meta.json "source" of the checkpoints `recsys retrain` writes: they serve only once promoted,

@@ -14,13 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cache import SafeCache
 from app.db import repo
 from app.db.repo import EventColumns
-from app.domain import EVENT_TYPES, NEGATIVE_TYPES, as_utc
+from app.domain import DEFAULT_EVENT_WEIGHTS, as_utc
 from app.ingest.meaning import DEFAULT_RULE, RatingRule, is_input, mark_change
 from app.observability import Metrics
 from app.schemas import EARLIEST_EVENT, MAX_FUTURE_SKEW_S, EventIn, EventsAccepted
-
-# settings.event_weights' default: every positive type is model input.
-DEFAULT_WEIGHTS = {kind: 1.0 for kind in EVENT_TYPES if kind not in NEGATIVE_TYPES}
 
 
 def to_columns(events: Sequence[EventIn]) -> tuple[EventColumns, list[dict[str, Any]]]:
@@ -65,14 +62,6 @@ def _time_error(index: int, stamp: datetime, latest: datetime) -> dict[str, Any]
     }
 
 
-def items_by_user(columns: EventColumns) -> dict[str, list[str]]:
-    """Each user's new items in event-time order."""
-    histories: dict[str, list[str]] = defaultdict(list)
-    for n in event_order(columns):
-        histories[columns.user_id[n]].append(columns.item_id[n])
-    return histories
-
-
 def event_order(columns: EventColumns) -> Sequence[int]:
     """The batch's rows in event-time order (stable)."""
     times = columns.event_time
@@ -91,7 +80,7 @@ def user_updates(
     """Per user, in event-time order: the new model-input items (app.ingest.meaning.is_input;
     every user of the batch has an entry, maybe empty, so their cached state is dropped) and
     the (item, set, clear) changes of their marks."""
-    weights = DEFAULT_WEIGHTS if weights is None else weights
+    weights = DEFAULT_EVENT_WEIGHTS if weights is None else weights
     histories: dict[str, list[str]] = {user: [] for user in columns.user_id}
     marks: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     users, items, kinds, values = columns.user_id, columns.item_id, columns.type, columns.value

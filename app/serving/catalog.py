@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -91,9 +90,3 @@ class Catalog:
             mask = frozenset(model.indices(sorted(self.inactive)))
             self._masks = {**self._masks, key: mask}
         return mask
-
-    def backfill(self, chosen: list[str], blocked: Iterable[str], k: int) -> list[str]:
-        """Popular items not chosen and not blocked, to complete a list of k."""
-        skip = set(chosen) | set(blocked) | self.inactive
-        extra = [item for item in self.popular if item not in skip]
-        return extra[: max(0, k - len(chosen))]

@@ -140,11 +140,6 @@ class Shape:
         ids = self.model.item_ids
         return [(ids[i], float(s)) for i, s in zip(indices.tolist(), scores.tolist(), strict=True)]
 
-    def backfill(self, chosen: list[str], blocked: Iterable[str], k: int) -> list[str]:
-        """Items to complete a list of k: popular allowed ones (reordered by boosts: a boost
-        multiplies an item's popularity, read as 1 / rank), then any allowed item."""
-        return popular_fill(self.services, self.item_filter, self.rules, chosen, blocked, k)
-
     async def pin(
         self, items: Items, ask: Ask, state: UserState | None, history: list[str] | None
     ) -> Items:

@@ -17,6 +17,7 @@ from app.experiments.routing import assign
 from app.observability import new_id
 from app.serving.merchandise import Shape, popular_fill, shape_of
 from app.serving.registry import LoadedModel
+from app.serving.rules import Merchandising
 from app.serving.scoring import rank_rows
 from app.serving.services import Ask, Services
 from app.serving.state import UserState, masked_ids, user_state
@@ -156,9 +157,9 @@ def backfill(
     """Popular items to complete the list (allowed by the filter), scored below the model's."""
     chosen = [i for i, _ in items]
     extra = (
-        services.catalog.backfill(chosen, blocked, k)
+        popular_fill(services, None, Merchandising(), chosen, blocked, k)
         if shape is None
-        else shape.backfill(chosen, blocked, k)
+        else popular_fill(services, shape.item_filter, shape.rules, chosen, blocked, k)
     )
     if extra and items:
         services.metrics.fallbacks.labels(reason="backfill").inc()

@@ -204,10 +204,10 @@ async def test_metrics_count_ingestion(client: httpx.AsyncClient) -> None:
     assert 'route="/events",status="200"' in text_
 
 
-def test_items_by_user_orders_by_event_time() -> None:
+def test_user_updates_order_by_event_time() -> None:
     from datetime import UTC, datetime
 
-    from app.ingest.flow import items_by_user, to_columns
+    from app.ingest.flow import to_columns, user_updates
 
     def at(second: int) -> datetime:
         return datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
@@ -220,6 +220,6 @@ def test_items_by_user_orders_by_event_time() -> None:
     ]
     columns, errors = to_columns(events)
     assert errors == []
-    assert items_by_user(columns) == {"a": ["early", "late", "tie"], "b": ["only"]}
+    assert user_updates(columns)[0] == {"a": ["early", "late", "tie"], "b": ["only"]}
     in_order, _ = to_columns(sorted(events, key=lambda e: e["timestamp"]))
-    assert items_by_user(in_order) == {"a": ["early", "late", "tie"], "b": ["only"]}
+    assert user_updates(in_order)[0] == {"a": ["early", "late", "tie"], "b": ["only"]}
