@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import redis
 
 from app.config import Settings
 from tests.app.serving_fixtures import train_tiny_models
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, _truncate, free_port
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +55,17 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     yield url, server
     server.kill()
     server.wait()
+
+
+@pytest.fixture
+def pg_settings(pg_database: str, redis_prefix: str, tmp_path: Path) -> Settings:
+    """Postgres + Redis settings with an empty model directory and a clean database."""
+    asyncio.run(_truncate(pg_database))
+    return Settings(
+        database_url=pg_database,
+        redis_url=REDIS_URL,
+        model_dir=tmp_path / "models",
+        redis_prefix=f"{redis_prefix}{uuid.uuid4().hex[:6]}:",
+        log_level="WARNING",
+        refresh_interval_s=3600,
+    )

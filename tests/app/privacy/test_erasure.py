@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,24 +18,16 @@ from app.db.session import make_engine
 from app.training.retrain import read_events, retrain
 from models.checkpoint import load_checkpoint
 from tests.app.serving_fixtures import copy_models, events_for, post_history
-from tests.conftest import REDIS_URL, _truncate, running_app
+from tests.conftest import running_app
 
 ADMIN = {"X-API-Key": "adm"}
 
 
 @pytest.fixture
-def pg_settings(pg_database: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    """Postgres + Redis, an empty model directory, a clean database, an admin key."""
-    asyncio.run(_truncate(pg_database))
-    return Settings(
-        database_url=pg_database,
-        redis_url=REDIS_URL,
-        model_dir=tmp_path / "models",
-        redis_prefix=f"{redis_prefix}{uuid.uuid4().hex[:6]}:",
-        log_level="WARNING",
-        refresh_interval_s=3600,
-        admin_key="adm",
-    )
+def pg_settings(pg_settings: Settings) -> Settings:
+    """tests/app/conftest.py's Postgres + Redis settings, with an admin key."""
+    pg_settings.admin_key = "adm"
+    return pg_settings
 
 
 ITEMS = ["sku-1", "sku-2", "sku-3"]

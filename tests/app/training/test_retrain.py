@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,22 +51,6 @@ def test_gate() -> None:
     assert gate({"ndcg@10": 0.1}, {"ndcg@10": 0.1005}, 0.001)[0]
     promoted, reason = gate({"ndcg@10": 0.05}, {"ndcg@10": 0.1}, 0.001)
     assert not promoted and "0.0500" in reason and "0.1000" in reason
-
-
-@pytest.fixture
-def pg_settings(pg_database: str, redis_prefix: str, tmp_path: Path) -> Settings:
-    """Postgres + Redis settings with an empty model directory and a clean database."""
-    from tests.conftest import REDIS_URL, _truncate
-
-    asyncio.run(_truncate(pg_database))
-    return Settings(
-        database_url=pg_database,
-        redis_url=REDIS_URL,
-        model_dir=tmp_path / "models",
-        redis_prefix=f"{redis_prefix}{uuid.uuid4().hex[:6]}:",
-        log_level="WARNING",
-        refresh_interval_s=3600,
-    )
 
 
 async def test_retrain_promotes_serves_and_gates(pg_settings: Settings) -> None:
