@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     # Seconds a database call may wait for a connection before the request gets 503.
     db_connect_timeout_s: float = Field(default=3.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
-    # Length of the per-user recent-history list kept in the cache.
-    history_len: int = Field(default=200, ge=1)
+    # Length of the per-user recent-history list kept in the cache: more than SASRec's max_len
+    # (200), because a time_gaps encoder reads the time since the item before its window.
+    history_len: int = Field(default=256, ge=1)
     # Event types that mask an item for that user for good, however long ago (not only within
     # history_len): a shop that wants viewed items back lists only ["purchase"], say.
     seen_types: tuple[EventType, ...] = Field(
@@ -83,6 +84,14 @@ class Settings(BaseSettings):
     # shown at most this long before them.
     attribution_window_s: int = Field(default=1800, ge=0)
     conversion_types: tuple[str, ...] = ("purchase",)
+    # The experiment report: CUPED's covariate is each user's events in this many days before
+    # the experiment's start; the always-valid intervals are tightest near this many users; the
+    # guardrail of experiments that name none, and how much worse than the control (relative)
+    # an arm may be on it before it is flagged.
+    experiment_pre_window_days: float = Field(default=14, gt=0)
+    experiment_sequential_tuning: int = Field(default=5000, ge=10)
+    experiment_guardrail: Literal["latency_p99_ms", "fallback_rate"] = "latency_p99_ms"
+    experiment_guardrail_tolerance: float = Field(default=0.2, ge=0)
     # The pretrained text encoder of the catalog's content vectors: a local directory or the
     # installed package's name; unset: the packaged all-MiniLM-L6-v2. encode_catalog=false
     # turns content vectors off (no encoder is loaded; content models cannot take new items).
@@ -110,6 +119,13 @@ class Settings(BaseSettings):
     # many seconds, doubling per failure up to the cap, instead of exiting (a crash loop).
     retrain_retry_s: float = Field(default=5.0, gt=0)
     retrain_retry_max_s: float = Field(default=300.0, gt=0)
+    # Retrain reads only the events of the last N days (None: all): tastes drift, and a large
+    # shop's training time and memory grow with what it reads.
+    retrain_window_days: float | None = Field(default=None, gt=0)
+    # `recsys data prune` deletes events / exposures older than this many days (None: keeps
+    # them). Pruned events also leave the "seen" masks once a user's cached marks are rebuilt.
+    event_retention_days: float | None = Field(default=None, gt=0)
+    exposure_retention_days: float | None = Field(default=None, gt=0)
     promotion_tolerance: float = Field(default=0.001, ge=0)
     retrain_seed: int = 0
     # torch intra-op threads in a serving process: scoring ops are small, and one thread per

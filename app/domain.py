@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from datetime import UTC, datetime
 from typing import Literal
@@ -26,3 +27,8 @@ RETRAIN_SOURCE = "retrain"
 def as_utc(moment: datetime) -> datetime:
     """A datetime as aware UTC: SQLite hands back naive ones, and everything stored is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def epoch_seconds(moment: datetime) -> int:
+    """A stored time as whole epoch seconds (floored), the unit of the models' event times."""
+    return math.floor(as_utc(moment).timestamp())

@@ -1,9 +1,10 @@
 """The whole pipeline on ml1m-half-loo: events over HTTP -> retrain -> /recommend -> test metrics.
 
-Posts train + val as events to a real server on Postgres and Redis, runs `recsys retrain`,
-then asks /recommend for every user and scores the answers against test.tsv (HR@10, NDCG@10),
-to set beside the offline `recsys compare` numbers. The served checkpoint's own lists, computed
-by the model library alone, are scored too, and compared with the served lists item for item.
+Posts train + val as events (at the ratings' own timestamps) to a real server on Postgres and
+Redis, runs `recsys retrain`, then asks /recommend for every user and scores the answers
+against test.tsv (HR@10, NDCG@10), to set beside the offline `recsys compare` numbers. The
+served checkpoint's own lists, computed by the model library alone (with the same times), are
+scored too, and compared with the served lists item for item.
 Run: .venv/bin/python bench/e2e.py [--models mf,sasrec] [--set sasrec.max_seconds=600]
 Writes bench/results/e2e.json and prints a table with the wall time of each stage.
 """
@@ -29,6 +30,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.config import Settings
 from bench.common import server, throwaway_postgres, write_result
 from models.checkpoint import load_checkpoint
 from models.data import default_data_dir, load_split_dir
@@ -37,10 +39,13 @@ REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def events(data: Any) -> list[dict[str, Any]]:
-    """Train then val rows as rating events, each user's in time order (val is the latest)."""
+    """Train then val rows as rating events, each user's in time order (val is the latest), at
+    the ratings' own times (SASRec's time gaps read them), else one second apart."""
     rows = []
+    times = data.train_plus_val_times()
     for user, history in enumerate(data.train_plus_val()):
         user_id = data.user_ids.ids[user]
+        stamps = times[user].tolist() if times is not None else None
         for step, item in enumerate(history.tolist()):
             rows.append(
                 {
@@ -48,15 +53,23 @@ def events(data: Any) -> list[dict[str, Any]]:
                     "user_id": user_id,
                     "item_id": data.item_ids.ids[item],
                     "type": "rating",
-                    "timestamp": 1_500_000_000 + step,
+                    "timestamp": stamps[step] if stamps is not None else 1_500_000_000 + step,
                 }
             )
     return rows
 
 
 async def post_all(base: str, rows: list[dict[str, Any]], clients: int = 4) -> None:
-    """POST the events in batches of 1,000 from several clients."""
-    bodies = [orjson.dumps({"events": rows[i : i + 1000]}) for i in range(0, len(rows), 1000)]
+    """POST the events in batches of 1,000 from several clients, each client a share of the
+    users: a user's events are stored in their order, which breaks ties between equal
+    timestamps (ratings in the same second) as the dataset does."""
+    shares: list[list[dict[str, Any]]] = [[] for _ in range(clients)]
+    for row in rows:
+        shares[hash(row["user_id"]) % clients].append(row)
+    bodies = [
+        [orjson.dumps({"events": share[i : i + 1000]}) for i in range(0, len(share), 1000)]
+        for share in shares
+    ]
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
 
         async def worker(mine: list[bytes]) -> None:
@@ -66,7 +79,7 @@ async def post_all(base: str, rows: list[dict[str, Any]], clients: int = 4) -> N
                 )
                 response.raise_for_status()
 
-        await asyncio.gather(*(worker(bodies[n::clients]) for n in range(clients)))
+        await asyncio.gather(*(worker(mine) for mine in bodies))
 
 
 async def ask_all(base: str, users: list[str], model: str, k: int = 10) -> dict[str, list[str]]:
@@ -104,9 +117,13 @@ def offline_answers(checkpoint: Path, data: Any, k: int = 10) -> dict[str, list[
     histories = [
         ids.indices(np.asarray(data.item_ids.ids, dtype=str)[h]) for h in data.train_plus_val()
     ]
+    times = data.train_plus_val_times()  # as posted; models without time gaps ignore them
     answers: dict[str, list[str]] = {}
     for start in range(0, len(histories), 512):
-        top, _ = loaded.model.recommend(histories[start : start + 512], k)
+        batch = slice(start, start + 512)
+        top, _ = loaded.model.recommend(
+            histories[batch], k, times=None if times is None else times[batch]
+        )
         for row, items in enumerate(top.tolist()):
             answers[data.user_ids.ids[start + row]] = [ids.ids[i] for i in items]
     return answers
@@ -142,9 +159,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "RECSYS_REDIS_PREFIX": f"recsys-e2e-{uuid.uuid4().hex[:8]}:",
             "RECSYS_LOG_LEVEL": "WARNING",
             "RECSYS_REFRESH_INTERVAL_S": "1",
-            # The offline protocol encodes and masks each user's whole history; serving reads
-            # the latest RECSYS_HISTORY_LEN events (200 by default). --history-len sets it.
-            "RECSYS_HISTORY_LEN": str(args.history_len),
+            # Serving encodes the latest RECSYS_HISTORY_LEN events (the setting's default unless
+            # --history-len says otherwise) and masks every item the user has seen.
+            **({"RECSYS_HISTORY_LEN": str(args.history_len)} if args.history_len else {}),
         }
         with server(env) as base:
             started = time.perf_counter()
@@ -171,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "events": len(rows),
         "users": len(targets),
-        "history_len": args.history_len,
+        "history_len": args.history_len or Settings.model_fields["history_len"].default,
         "stages_s": stages,
         "models": results,
     }
@@ -183,7 +200,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(default_data_dir() / "ml1m-half-loo"))
     parser.add_argument("--models", default="mf,sasrec")
     parser.add_argument("--set", action="append", default=[], help="model.key=value")
-    parser.add_argument("--history-len", type=int, default=5000)
+    parser.add_argument(
+        "--history-len", type=int, default=None, help="default: the service's RECSYS_HISTORY_LEN"
+    )
     result = run(parser.parse_args())
     print("\n| stage | seconds |\n|---|---|")
     for stage, seconds in result["stages_s"].items():

@@ -22,7 +22,8 @@ Weights = Sequence[np.ndarray] | None
 
 
 class Recommender(ABC):
-    """A model that scores every item for a batch of user histories by a dot product.
+    """A model that scores every item for a batch of user histories, by default by a dot
+    product of user and item vectors (`score_vectors`).
 
     Construction convention (used by models.zoo.build_model and `from_state`): a model class has
     a `Config` dataclass and is built as `cls(num_items, config)`.
@@ -106,10 +107,16 @@ class Recommender(ABC):
         similarity = torch.nn.functional.normalize(targets.float(), dim=1) @ vectors.T  # (N, H)
         return top_items(similarity, items, k)
 
+    def score_vectors(self, user_vectors: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for each user vector (B, D): (B, I), a new tensor. By default
+        the dot product with `item_vectors()`; a model whose score is not one (NeuMF) overrides
+        it, and everything that ranks (score, recommend, serving) scores through it."""
+        return user_vectors @ self.item_vectors().T
+
     @torch.inference_mode()
     def score(self, histories: Sequence[History], times: Times = None) -> torch.Tensor:
         """Scores of every item for each history: (B, I)."""
-        return self.user_vectors(histories, times) @ self.item_vectors().T
+        return self.score_vectors(self.user_vectors(histories, times))
 
     @torch.inference_mode()
     def recommend(
@@ -123,7 +130,7 @@ class Recommender(ABC):
         blocked = list(histories)
         if exclude is not None:
             blocked = [_concat(h, e) for h, e in zip(histories, exclude, strict=True)]
-        return rank_items(self.item_vectors(), self.user_vectors(histories, times), blocked, k)
+        return rank_scores(self.score_vectors(self.user_vectors(histories, times)), blocked, k)
 
     def with_refit(self, refit: Recommender) -> Recommender:
         """The model to serve after `refit`, a fresh fit on train + val: by default the refit."""
@@ -204,11 +211,21 @@ def rank_items(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each user's top-k items, its `blocked` items masked: indices and scores (B, min(k, I)).
 
-    Scores are user_vectors (B, D) @ item_vectors (I, D).T; when fewer than k items are left
-    unblocked, a row's tail holds blocked items scored -inf. Serving and `recommend` both rank
-    here, so a model's served lists are its offline ones.
+    Scores are user_vectors (B, D) @ item_vectors (I, D).T, ranked by `rank_scores`.
     """
-    scores = user_vectors @ item_vectors.T  # (B, I)
+    return rank_scores(user_vectors @ item_vectors.T, blocked, k)  # (B, I) scores
+
+
+@torch.inference_mode()
+def rank_scores(
+    scores: torch.Tensor, blocked: Sequence[Sequence[int] | np.ndarray], k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's top-k items of `scores` (B, I), its `blocked` items masked (in place):
+    indices and scores (B, min(k, I)).
+
+    When fewer than k items are left unblocked, a row's tail holds blocked items scored -inf.
+    Serving and `recommend` both rank here, so a model's served lists are its offline ones.
+    """
     mask_items(scores, blocked)
     top = torch.topk(scores, k=min(k, scores.shape[1]), dim=1)
     return top.indices, top.values

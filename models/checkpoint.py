@@ -180,13 +180,19 @@ def _read_tensors(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tens
 
 
 def _rebuild(meta: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path) -> Recommender:
-    """Instantiate the named model from config and tensors, checking it against the item ids."""
+    """Instantiate the named model from config and tensors, checking it against the item ids;
+    an int8/fp16 checkpoint ("precision" in meta.json) through models.quantize."""
     try:
-        model_class = get_model_class(str(meta["model"]))
+        model_class = None if meta.get("precision") else get_model_class(str(meta["model"]))
     except (KeyError, ImportError) as exc:
         raise CheckpointError(f"{where}: unknown or unavailable model {meta['model']!r}") from exc
     try:
-        model = model_class.from_state(meta["config"], tensors)
+        if model_class is None:
+            from models.quantize import rebuild  # it imports the model classes it compresses
+
+            model = rebuild(meta, tensors)
+        else:
+            model = model_class.from_state(meta["config"], tensors)
     except Exception as exc:
         raise CheckpointError(
             f"{where}: config and tensors do not fit the {meta['model']} model ({exc})"

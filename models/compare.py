@@ -1,4 +1,11 @@
-"""Offline comparison: every model on one dataset under one protocol -> Markdown, JSON, charts.
+"""Offline comparison: every model on one dataset under one protocol, over one or more seeds
+-> Markdown, JSON, charts (written by models.compare_report).
+
+Each model is trained, or its checkpoint reused, once per seed in
+`OUT/checkpoints/<model>/seed-<N>/`; its row holds the means over the seeds, their spread, a
+per-user bootstrap interval of each metric, and a paired bootstrap interval of its NDCG@10
+difference to the best row (models.metrics). A derived row (`Derived`: e.g. a quantized copy)
+transforms each seed's trained model of its base row instead of training.
 
 Content and hybrid models read the items' text vectors (`item_features`); on a cold-item split
 (models.split.cold_item_split) each row also has the test metrics of the users whose target is
@@ -7,52 +14,57 @@ a cold item (`test_cold`) and of the others (`test_warm`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.base import Recommender, torch_threads
-from models.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint
-from models.data import EvalSet, LeaveOneOut, dataset_name
-from models.metrics import evaluate
+from models.checkpoint import (
+    CheckpointError,
+    checkpoint_bytes,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from models.compare_report import (
+    METRIC_COLUMNS,
+    VS_BEST_METRIC,
+    CompareRow,
+    plot_charts,
+    write_per_user,
+    write_reports,
+)
+from models.data import EvalSet, LeaveOneOut
+from models.metrics import Evaluation, bootstrap_mean, evaluate, evaluate_users, paired_bootstrap
 from models.split import cold_test_users
-from models.train import save_trained, train_model
+from models.train import data_summary, save_trained, train_model
 from models.zoo import get_model_class
 
-METRIC_COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10")
+__all__ = [
+    "METRIC_COLUMNS",
+    "CompareRow",
+    "ContentInputs",
+    "Derived",
+    "compare_models",
+    "plot_charts",
+    "slice_metrics",
+    "write_reports",
+]
+
+BOOTSTRAP_SEED = 0  # the intervals' resampling seed: reruns give the same intervals
 
 
-@dataclass
-class CompareRow:
-    """One model's line in the comparison."""
+@dataclass(frozen=True)
+class Derived:
+    """A row made from another row's trained models without training (e.g. a quantized copy)."""
 
-    model: str
-    val: dict[str, float]
-    test: dict[str, float]
-    train_seconds: float  # wall clock of the validation fit (early stopping included)
-    train_cpu_seconds: float  # its CPU time over all threads: wall >> cpu / threads = contention
-    refit_seconds: float | None
-    ms_per_user: float  # median latency of recommending top-10 for one user (serving path)
-    ms_per_user_batched: float  # the same per user, scoring batches of 256 users
-    parameters: int
-    checkpoint_bytes: int
-    reused: bool  # loaded from an existing checkpoint instead of trained
-    test_cold: dict[str, float] | None = None  # cold-item split: the users whose target is cold
-    test_warm: dict[str, float] | None = None  # ... and the others
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able dict; the cold and warm slices only on a cold-item split."""
-        row = asdict(self)
-        return {
-            k: v for k, v in row.items() if v is not None or k not in ("test_cold", "test_warm")
-        }
+    base: str  # the compared model whose every seed's trained model is transformed
+    transform: Callable[[Recommender], Recommender]
 
 
 @dataclass
@@ -93,13 +105,19 @@ def batched_latency(model: Recommender, histories: Sequence[np.ndarray], batch: 
     return 1000 * (time.perf_counter() - start) / max(len(sample), 1)
 
 
-def _reusable(directory: Path, fingerprint: str) -> Any | None:
-    """A checkpoint in `directory` trained on the same data, or None."""
+def checkpoint_dir(out: Path, name: str, seed: int) -> Path:
+    """Where the comparison keeps model `name`'s checkpoint of one seed."""
+    return out / "checkpoints" / name / f"seed-{seed}"
+
+
+def _reusable(directory: Path, fingerprint: str, seed: int) -> Any | None:
+    """A checkpoint in `directory` trained on the same data with the same seed, or None."""
     try:
         checkpoint = load_checkpoint(directory)
     except CheckpointError:
         return None
-    return checkpoint if checkpoint.meta.get("data", {}).get("fingerprint") == fingerprint else None
+    same_data = checkpoint.meta.get("data", {}).get("fingerprint") == fingerprint
+    return checkpoint if same_data and checkpoint.meta.get("seed") == seed else None
 
 
 def _train_or_load(
@@ -113,7 +131,7 @@ def _train_or_load(
     content: ContentInputs | None = None,
 ) -> tuple[Recommender, dict[str, Any], bool]:
     """The model and its metadata: reused from `directory` when allowed, else trained and saved."""
-    if reuse and (found := _reusable(directory, data.fingerprint())) is not None:
+    if reuse and (found := _reusable(directory, data.fingerprint(), seed)) is not None:
         return found.model, found.meta, True
     reads = get_model_class(name).reads_content and content is not None
     features = content.features if reads and content is not None else None
@@ -145,6 +163,213 @@ def _subset(users: EvalSet, keep: np.ndarray) -> EvalSet:
     return EvalSet([users.histories[r] for r in rows], users.targets[rows], times)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every seed's run of every model shares."""
+
+    data: LeaveOneOut
+    out: Path
+    reuse: bool
+    progress: bool
+    content: ContentInputs | None
+    cold_items: np.ndarray | None
+    test: EvalSet
+
+
+@dataclass
+class _SeedRun:
+    """One seed's measurements of one row, and its users' test metrics from the same pass."""
+
+    row: CompareRow
+    per_user: dict[str, np.ndarray]  # metric -> (U,), row u = the dataset's user u
+
+
+def _evaluate_test(model: Recommender, plan: _Plan) -> Evaluation:
+    """The served model's test metrics and their per-user values."""
+    return evaluate_users(model, plan.test, item_popularity=plan.data.item_popularity())
+
+
+def _seed_run(
+    name: str,
+    model: Recommender,
+    meta: Mapping[str, Any],
+    directory: Path,
+    plan: _Plan,
+    evaluation: Evaluation | None = None,
+) -> _SeedRun:
+    """Measure one seed's model: per-user test values (unless `evaluation` has them already),
+    latencies, size, cold/warm slices."""
+    cold_items, histories = plan.cold_items, plan.test.histories
+    cold, warm = (None, None) if cold_items is None else slice_metrics(model, plan.data, cold_items)
+    row = CompareRow(
+        model=name,
+        val=meta["metrics"]["val"],
+        test=meta["metrics"]["test"],
+        train_seconds=meta["train_seconds"],
+        train_cpu_seconds=meta.get("train_cpu_seconds", 0.0),
+        refit_seconds=meta.get("refit_seconds"),
+        ms_per_user=scoring_latency(model, histories),
+        ms_per_user_batched=batched_latency(model, histories),
+        parameters=meta["parameters"],
+        checkpoint_bytes=checkpoint_bytes(directory),
+        reused=bool(meta.get("reused", False)),
+        test_cold=cold,
+        test_warm=warm,
+        seeds=[int(meta["seed"])],
+        derived_from=meta.get("derived_from"),
+    )
+    return _SeedRun(row, (evaluation or _evaluate_test(model, plan)).per_user)
+
+
+def _trained_run(
+    name: str, seed: int, overrides: Mapping[str, Any], plan: _Plan
+) -> tuple[Recommender, _SeedRun]:
+    """Train (or reuse) model `name` with one seed and measure it."""
+    directory = checkpoint_dir(plan.out, name, seed)
+    model, meta, reused = _train_or_load(
+        name, plan.data, directory, overrides, seed, plan.reuse, plan.progress, plan.content
+    )
+    return model, _seed_run(name, model, {**meta, "seed": seed, "reused": reused}, directory, plan)
+
+
+def _derived_run(name: str, spec: Derived, model: Recommender, seed: int, plan: _Plan) -> _SeedRun:
+    """Transform one seed's trained base model, save it as a checkpoint and measure it."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    derived = spec.transform(model)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    directory, evaluation = checkpoint_dir(plan.out, name, seed), _evaluate_test(derived, plan)
+    meta = {
+        "data": data_summary(plan.data),
+        "metrics": {"val": {}, "test": evaluation.means},
+        "trained_on": "train+val",
+        "train_seconds": wall,
+        "train_cpu_seconds": cpu,
+        "refit_seconds": None,
+        "seed": seed,
+        "derived_from": spec.base,
+    }
+    save_checkpoint(derived, directory, item_ids=plan.data.item_ids, overwrite=True, **meta)
+    return _seed_run(name, derived, read_meta(directory), directory, plan, evaluation)
+
+
+def _mean_dicts(dicts: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Key-wise mean of metric dicts with the same keys."""
+    return {k: statistics.fmean(d[k] for d in dicts) for k in dicts[0]}
+
+
+def _std_dicts(dicts: Sequence[Mapping[str, float]]) -> dict[str, float] | None:
+    """Key-wise sample standard deviation; None below two dicts."""
+    return None if len(dicts) < 2 else {k: statistics.stdev(d[k] for d in dicts) for k in dicts[0]}
+
+
+def _mean_slice(slices: Sequence[dict[str, float] | None]) -> dict[str, float] | None:
+    """The seeds' mean metrics of a cold or warm slice; None off a cold-item split."""
+    present = [s for s in slices if s is not None]
+    return _mean_dicts(present) if present else None
+
+
+def _mean_row(runs: Sequence[CompareRow]) -> CompareRow:
+    """One row from its seeds' rows: means of metrics and costs, the metrics' spread."""
+    first, refits = runs[0], [r.refit_seconds for r in runs]
+    return replace(
+        first,
+        val=_mean_dicts([r.val for r in runs]),
+        test=_mean_dicts([r.test for r in runs]),
+        train_seconds=statistics.fmean(r.train_seconds for r in runs),
+        train_cpu_seconds=statistics.fmean(r.train_cpu_seconds for r in runs),
+        refit_seconds=None if None in refits else statistics.fmean(r or 0.0 for r in refits),
+        ms_per_user=statistics.fmean(r.ms_per_user for r in runs),
+        ms_per_user_batched=statistics.fmean(r.ms_per_user_batched for r in runs),
+        parameters=round(statistics.fmean(r.parameters for r in runs)),
+        checkpoint_bytes=round(statistics.fmean(r.checkpoint_bytes for r in runs)),
+        reused=all(r.reused for r in runs),
+        seeds=[s for r in runs for s in r.seeds],
+        val_std=_std_dicts([r.val for r in runs]),
+        test_std=_std_dicts([r.test for r in runs]),
+        test_cold=_mean_slice([r.test_cold for r in runs]),
+        test_warm=_mean_slice([r.test_warm for r in runs]),
+    )
+
+
+def _combine(runs: Sequence[_SeedRun]) -> tuple[CompareRow, dict[str, np.ndarray]]:
+    """A row over its seeds, and each user's metrics averaged over the seeds."""
+    per_user = {m: np.mean([r.per_user[m] for r in runs], axis=0) for m in runs[0].per_user}
+    return _mean_row([r.row for r in runs]), per_user
+
+
+def add_intervals(
+    rows: Sequence[CompareRow],
+    per_user: Mapping[str, Mapping[str, np.ndarray]],
+    resamples: int = 10_000,
+) -> None:
+    """Set each row's `test_ci95` (bootstrap over users of its seed-averaged per-user values)
+    and `vs_best` (paired bootstrap of its NDCG@10 minus the best row's, per user)."""
+    best = max(rows, key=lambda r: r.test.get(VS_BEST_METRIC, -np.inf)).model
+    for row in rows:
+        values = per_user[row.model]
+        row.test_ci95 = {
+            m: list(bootstrap_mean(values[m], resamples=resamples, seed=BOOTSTRAP_SEED)[1:])
+            for m in METRIC_COLUMNS
+            if m in values
+        }
+        diff, low, high = paired_bootstrap(
+            values[VS_BEST_METRIC],
+            per_user[best][VS_BEST_METRIC],
+            resamples=resamples,
+            seed=BOOTSTRAP_SEED,
+        )
+        row.vs_best = {
+            "best": best,
+            "metric": VS_BEST_METRIC,
+            "diff": diff,
+            "low": low,
+            "high": high,
+        }
+
+
+def _seeds_of(name: str, seeds: Sequence[int], max_seeds: Mapping[str, int]) -> list[int]:
+    """The seeds model `name` runs: the first `max_seeds[name]` of `seeds`, else all."""
+    return list(seeds[: max_seeds.get(name, len(seeds))])
+
+
+def _check_request(
+    names: Sequence[str],
+    seeds: Sequence[int],
+    max_seeds: Mapping[str, int],
+    derived: Mapping[str, Derived],
+) -> None:
+    """Refuse seeds, caps and derived rows that do not fit the compared models."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one: {list(seeds)}")
+    for name, cap in max_seeds.items():
+        if name not in names or cap < 1:
+            raise ValueError(f"max seeds {name}={cap}: needs a compared model and a cap >= 1")
+    for name, spec in derived.items():
+        if spec.base not in names or name in names:
+            raise ValueError(
+                f"derived row {name}: its base {spec.base!r} must be a compared "
+                "model and its name a new one"
+            )
+
+
+def _model_rows(
+    name: str,
+    seeds: Sequence[int],
+    overrides: Mapping[str, Any],
+    derived: Mapping[str, Derived],
+    plan: _Plan,
+) -> dict[str, list[_SeedRun]]:
+    """Every seed's run of model `name` and of the rows derived from it, by row name."""
+    mine = {d: spec for d, spec in derived.items() if spec.base == name}
+    runs: dict[str, list[_SeedRun]] = {n: [] for n in (name, *mine)}
+    for seed in seeds:
+        model, run = _trained_run(name, seed, overrides, plan)
+        runs[name].append(run)
+        for row_name, spec in mine.items():
+            runs[row_name].append(_derived_run(row_name, spec, model, seed, plan))
+    return runs
+
+
 def compare_models(
     data: LeaveOneOut,
     names: Sequence[str],
@@ -155,187 +380,32 @@ def compare_models(
     progress: bool = False,
     content: ContentInputs | None = None,
     cold_items: np.ndarray | None = None,
+    *,
+    seeds: Sequence[int] | None = None,
+    max_seeds: Mapping[str, int] | None = None,
+    derived: Mapping[str, Derived] | None = None,
+    resamples: int = 10_000,
 ) -> list[CompareRow]:
-    """Train (or reuse) each model, measure it, and write compare.md/.json and the charts;
+    """Train (or reuse) each model once per seed, measure it, and write compare.md/.json, the
+    per-user NDCG@10 arrays and the charts. `seeds`: default `[seed]`; `max_seeds`: a model's
+    cap on them (slow models); `derived`: rows made from a compared model's trained models;
     `content`: the item text vectors content and hybrid models read; `cold_items`: the cold
     items of a cold-item split, whose rows then get their cold and warm test slices."""
+    seeds = list(seeds if seeds is not None else [seed])
+    caps, derived = max_seeds or {}, derived or {}
+    _check_request(names, seeds, caps, derived)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    test_histories = data.test_set().histories
-    rows = []
+    plan = _Plan(data, out, reuse, progress, content, cold_items, data.test_set())
+    rows, per_user = [], {}
     for name in names:
-        directory = out / "checkpoints" / name
-        model, meta, reused = _train_or_load(
-            name, data, directory, (overrides or {}).get(name, {}), seed, reuse, progress, content
-        )
-        cold, warm = (None, None) if cold_items is None else slice_metrics(model, data, cold_items)
-        rows.append(
-            CompareRow(
-                model=name,
-                val=meta["metrics"]["val"],
-                test=meta["metrics"]["test"],
-                train_seconds=meta["train_seconds"],
-                train_cpu_seconds=meta.get("train_cpu_seconds", 0.0),
-                refit_seconds=meta.get("refit_seconds"),
-                ms_per_user=scoring_latency(model, test_histories),
-                ms_per_user_batched=batched_latency(model, test_histories),
-                parameters=meta["parameters"],
-                checkpoint_bytes=checkpoint_bytes(directory),
-                reused=reused,
-                test_cold=cold,
-                test_warm=warm,
-            )
-        )
-    write_reports(rows, data, out, content.meta if content is not None else None, cold_items)
+        model_overrides = (overrides or {}).get(name, {})
+        for row_name, runs in _model_rows(
+            name, _seeds_of(name, seeds, caps), model_overrides, derived, plan
+        ).items():
+            row, per_user[row_name] = _combine(runs)
+            rows.append(row)
+    add_intervals(rows, per_user, resamples)
+    write_per_user({n: values[VS_BEST_METRIC] for n, values in per_user.items()}, out)
+    write_reports(rows, data, out, content.meta if content is not None else None, cold_items, seeds)
     return rows
-
-
-COST_COLUMNS = ("train s", "train cpu s", "refit s", "ms/user", "ms/user@256", "params", "MB")
-
-
-def _metric_table(rows: Sequence[CompareRow], split: str, costs: bool = True) -> list[str]:
-    """Markdown table of one split's metrics, with the cost columns unless `costs` is False."""
-    head = ["model", *METRIC_COLUMNS, *(COST_COLUMNS if costs else ())]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        metrics = getattr(r, split)
-        cells = [r.model, *(f"{metrics[m]:.4f}" for m in METRIC_COLUMNS)]
-        lines.append("| " + " | ".join(cells + (_cost_cells(r) if costs else [])) + " |")
-    return lines
-
-
-def _cost_cells(r: CompareRow) -> list[str]:
-    """A row's cost columns, formatted."""
-    return [
-        f"{r.train_seconds:.1f}",
-        f"{r.train_cpu_seconds:.1f}",
-        "-" if r.refit_seconds is None else f"{r.refit_seconds:.1f}",
-        f"{r.ms_per_user:.2f}",
-        f"{r.ms_per_user_batched:.3f}",
-        f"{r.parameters:,}",
-        f"{r.checkpoint_bytes / 1e6:.1f}",
-    ]
-
-
-PROTOCOL = (
-    "Full ranking over all items, history excluded, "
-    "ties optimistic (rank = 1 + #items scored strictly higher). Validation: fit on train, "
-    "input train. Test: refit on train+val with the validation-chosen epochs, input "
-    "train+val (a model may serve its refit with its validation fit, as SASRec's "
-    "`ensemble_refit` does). `train s`: the validation fit (early stopping included); "
-    "`refit s`: the train+val fit; `train cpu s`: CPU seconds of the validation fit over "
-    "all threads (the machine is shared: wall >> cpu / threads means contention); "
-    "`ms/user`: median top-10 latency for one user; `ms/user@256`: the same in batches "
-    "of 256 users."
-)
-
-
-def _cold_sections(
-    rows: Sequence[CompareRow], data: LeaveOneOut, cold_items: np.ndarray | None
-) -> list[str]:
-    """The cold and warm test slices' tables (cold-item split only)."""
-    if cold_items is None:
-        return []
-    cold = int(cold_test_users(data, cold_items).sum())
-    recipe = data.meta.get("cold_items", {})
-    return [
-        f"## Test: cold items ({cold} users whose target is one of the {len(cold_items)} cold "
-        "items, which no model saw in train or validation)",
-        "",
-        f"Cold-item split: {json.dumps(recipe)} (models.split.cold_item_split).",
-        "",
-        *_metric_table(rows, "test_cold", costs=False),
-        "",
-        f"## Test: warm items (the other {data.num_users - cold} users)",
-        "",
-        *_metric_table(rows, "test_warm", costs=False),
-        "",
-    ]
-
-
-def write_reports(
-    rows: Sequence[CompareRow],
-    data: LeaveOneOut,
-    out: Path,
-    content: Mapping[str, Any] | None = None,
-    cold_items: np.ndarray | None = None,
-) -> None:
-    """compare.md, compare.json and the PNG charts."""
-    source = dataset_name(data.meta.get("source", "?"))
-    header = (
-        f"Dataset `{source}`: {data.num_users} users, {data.num_items} items, "
-        f"{data.num_interactions} interactions. {PROTOCOL}"
-    )
-    if content is not None:
-        header += f" Content and hybrid models read the item texts of {json.dumps(content)}."
-    lines = ["# Model comparison", "", header, "", "## Test", "", *_metric_table(rows, "test")]
-    lines += ["", *_cold_sections(rows, data, cold_items)]
-    lines += ["## Validation", "", *_metric_table(rows, "val"), ""]
-    (out / "compare.md").write_text("\n".join(lines))
-    dataset: dict[str, Any] = {"source": source, "fingerprint": data.fingerprint()}
-    if cold_items is not None:
-        dataset["cold_items"] = {
-            **data.meta.get("cold_items", {}),
-            "sha256": _ids_sha(data, cold_items),
-        }
-    payload = {"dataset": dataset, "content": content, "rows": [r.to_json() for r in rows]}
-    (out / "compare.json").write_text(json.dumps(payload, indent=1))
-    plot_charts(rows, out)
-    if cold_items is not None:
-        plot_cold_warm(rows, out)
-
-
-def _ids_sha(data: LeaveOneOut, items: np.ndarray) -> str:
-    """sha256 of the items' ids, comma-separated in index order."""
-    return hashlib.sha256(",".join(data.item_ids.ids[i] for i in items).encode()).hexdigest()
-
-
-def plot_cold_warm(rows: Sequence[CompareRow], out: Path) -> None:
-    """Cold vs warm test HR@10 and NDCG@10 per model, as grouped bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names, x = [r.model for r in rows], np.arange(len(rows))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("hr@10", "ndcg@10"), strict=True):
-        for shift, split in ((-0.2, "test_cold"), (0.2, "test_warm")):
-            values = [(getattr(r, split) or {}).get(metric, 0.0) for r in rows]
-            ax.bar(x + shift, values, width=0.4, label=split.removeprefix("test_"))
-        ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set(ylabel=f"test {metric.upper()}", title=f"{metric.upper()}: cold vs warm targets")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "cold_vs_warm.png", dpi=120)
-    plt.close(fig)
-
-
-def plot_charts(rows: Sequence[CompareRow], out: Path) -> None:
-    """Accuracy vs training time, accuracy vs latency, and model size charts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r.model for r in rows]
-    ndcg = [r.test["ndcg@10"] for r in rows]
-    for filename, xs, xlabel in (
-        ("accuracy_vs_train_time.png", [r.train_seconds for r in rows], "training seconds (log)"),
-        ("accuracy_vs_latency.png", [r.ms_per_user for r in rows], "ms per user scored (log)"),
-    ):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.scatter(xs, ndcg)
-        for x, y, name in zip(xs, ndcg, names, strict=True):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4))
-        ax.set_xscale("log")
-        ax.set(xlabel=xlabel, ylabel="test NDCG@10")
-        fig.tight_layout()
-        fig.savefig(out / filename, dpi=120)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar(names, [r.checkpoint_bytes / 1e6 for r in rows])
-    ax.set(ylabel="checkpoint MB", title="model size")
-    fig.tight_layout()
-    fig.savefig(out / "model_size.png", dpi=120)
-    plt.close(fig)

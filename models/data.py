@@ -406,8 +406,14 @@ def _from_columns(columns: dict[str, Any], source: Path) -> Interactions:
         item_ids=np.asarray(columns["item"], dtype=str),
         timestamps=np.arange(n, dtype=np.int64) if stamps is None else _parse_timestamps(stamps),
         types=np.asarray(columns["type"], dtype=str) if "type" in columns else None,
-        values=np.asarray(columns["value"], dtype=np.float64) if "value" in columns else None,
+        values=_parse_values(columns["value"]) if "value" in columns else None,
     )
+
+
+def _parse_values(raw: Sequence[str]) -> np.ndarray:
+    """Float values; an empty field (an event type without a value) is NaN."""
+    text = np.asarray(raw, dtype=str)
+    return np.where(text == "", "nan", text).astype(np.float64)
 
 
 def _read_movielens(path: Path, separator: str) -> Interactions:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
@@ -27,7 +28,16 @@ import torch
 from models.base import History, mask_items
 from models.data import EvalSet
 
-__all__ = ["EvalSet", "evaluate", "evaluate_vectors", "target_ranks"]
+__all__ = [
+    "EvalSet",
+    "Evaluation",
+    "bootstrap_mean",
+    "evaluate",
+    "evaluate_users",
+    "evaluate_vectors",
+    "paired_bootstrap",
+    "target_ranks",
+]
 
 Ties = Literal["optimistic", "pessimistic"]
 COVERAGE_K = 10  # coverage@10 and popularity@10 are computed on this list length
@@ -53,13 +63,22 @@ def target_ranks(
     return torch.where(known, ranks, scores.shape[1] + 1)
 
 
+@dataclass
+class Evaluation:
+    """Metrics of one evaluation pass: the means, and the per-user values they average."""
+
+    means: dict[str, float]  # hr@K, ndcg@K, mrr, coverage@10, popularity@10
+    per_user: dict[str, np.ndarray]  # hr@K, ndcg@K, mrr: (U,) float64, row u = data user u
+
+
 class _Accumulator:
-    """Running sums of the per-user metrics and the set of recommended items."""
+    """Running sums and per-user values of the metrics, and the set of recommended items."""
 
     def __init__(self, num_items: int, ks: Sequence[int], popularity: np.ndarray) -> None:
         self.ks = tuple(ks)
         self.sums: dict[str, float] = {f"{m}@{k}": 0.0 for k in self.ks for m in ("hr", "ndcg")}
         self.sums["mrr"] = 0.0
+        self.values: dict[str, list[torch.Tensor]] = {name: [] for name in self.sums}
         self.users = 0
         self.recommended = torch.zeros(num_items, dtype=torch.bool)
         self.popularity = torch.as_tensor(popularity, dtype=torch.float64)
@@ -70,21 +89,29 @@ class _Accumulator:
         ranks_f = ranks.to(torch.float64)
         for k in self.ks:
             hit = ranks <= k
-            self.sums[f"hr@{k}"] += hit.sum().item()
-            gain = torch.where(hit, 1.0 / torch.log2(ranks_f + 1), 0.0)
-            self.sums[f"ndcg@{k}"] += gain.sum().item()
-        self.sums["mrr"] += (1.0 / ranks_f).sum().item()
+            self._add_values(f"hr@{k}", hit.to(torch.float64))
+            self._add_values(f"ndcg@{k}", torch.where(hit, 1.0 / torch.log2(ranks_f + 1), 0.0))
+        self._add_values("mrr", 1.0 / ranks_f)
         self.users += len(ranks)
         self.recommended[top.reshape(-1)] = True
         self.popularity_sum += self.popularity[top].mean(dim=1).sum().item()
 
-    def result(self) -> dict[str, float]:
-        """Averages over users, plus coverage and popularity of the top lists."""
+    def _add_values(self, name: str, values: torch.Tensor) -> None:
+        """One batch's per-user values (B,) of metric `name`."""
+        self.sums[name] += values.sum().item()
+        self.values[name].append(values)
+
+    def result(self) -> Evaluation:
+        """Averages over users, plus coverage and popularity of the top lists; per-user values."""
         users = max(self.users, 1)
         out = {name: total / users for name, total in self.sums.items()}
         out[f"coverage@{COVERAGE_K}"] = self.recommended.float().mean().item()
         out[f"popularity@{COVERAGE_K}"] = self.popularity_sum / users
-        return out
+        per_user = {
+            name: torch.cat(parts).numpy() if parts else np.zeros(0)
+            for name, parts in self.values.items()
+        }
+        return Evaluation(means=out, per_user=per_user)
 
 
 def _history_popularity(histories: Sequence[np.ndarray], num_items: int) -> np.ndarray:
@@ -101,7 +128,7 @@ def _evaluate(
     batch_size: int,
     item_popularity: np.ndarray | None,
     ties: Ties,
-) -> dict[str, float]:
+) -> Evaluation:
     """Shared loop: score users [lo, hi), mask history, rank targets, accumulate."""
     if item_popularity is None:
         item_popularity = _history_popularity(data.histories, num_items)
@@ -132,6 +159,20 @@ def evaluate(
     `item_popularity` (I,) is the train interaction count per item used for popularity@10;
     by default it is counted on the input histories. See the module docstring for ties.
     """
+    return evaluate_users(model, data, ks, batch_size, item_popularity, ties, num_items).means
+
+
+@torch.inference_mode()
+def evaluate_users(
+    model: Scorer,
+    data: EvalSet,
+    ks: Sequence[int] = (10, 20),
+    batch_size: int = 512,
+    item_popularity: np.ndarray | None = None,
+    ties: Ties = "optimistic",
+    num_items: int | None = None,
+) -> Evaluation:
+    """`evaluate`'s metrics and, from the same pass, each user's hr@K, ndcg@K and mrr."""
     num_items = num_items if num_items is not None else int(getattr(model, "num_items"))  # noqa: B009
     histories, times = data.histories, data.times
     return _evaluate(
@@ -160,7 +201,7 @@ def evaluate_vectors(
     ties: Ties = "optimistic",
 ) -> dict[str, float]:
     """Same metrics from precomputed user (U, D) and item (I, D) vectors, row u = data user u."""
-    return _evaluate(
+    evaluation = _evaluate(
         lambda lo, hi: user_vectors[lo:hi] @ item_vectors.T,
         item_vectors.shape[0],
         data,
@@ -169,8 +210,48 @@ def evaluate_vectors(
         item_popularity,
         ties,
     )
+    return evaluation.means
 
 
 def ndcg_at(rank: int, k: int) -> float:
     """NDCG@k of one target at 1-based `rank` (a reference for tests)."""
     return 1.0 / math.log2(rank + 1) if rank <= k else 0.0
+
+
+BOOTSTRAP_CHUNK = 500  # resamples drawn at once: bounds memory at chunk x users indices
+
+
+def bootstrap_mean(
+    values: np.ndarray, *, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The mean of per-user `values` (U,) and its 95% percentile bootstrap interval.
+
+    Users are resampled with replacement `resamples` times; the same seed gives the same
+    interval. Returns (mean, low, high).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no per-user values to bootstrap")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for lo in range(0, resamples, BOOTSTRAP_CHUNK):
+        hi = min(lo + BOOTSTRAP_CHUNK, resamples)
+        rows = rng.integers(0, values.size, size=(hi - lo, values.size))  # (R, U)
+        means[lo:hi] = values[rows].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean per-user difference a - b and its paired 95% bootstrap interval: (mean, low, high).
+
+    `a` and `b` (U,) are two models' values for the same users in the same order; resampling
+    the users' differences keeps each user's pair together, so what the users share (an easy
+    or a hard target) cancels out.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same users: {a.shape} vs {b.shape}")
+    return bootstrap_mean(a - b, resamples=resamples, seed=seed)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -115,6 +115,11 @@ class SASRec(Recommender):
         model.net, *model.others = (net for m in models for net in m.nets())
         model._pool = None
         return model
+
+    @classmethod
+    def from_state(cls, config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Self:
+        """As Recommender's, with a stored config from before `time_gaps` (off back then)."""
+        return super().from_state({"time_gaps": False, **config}, tensors)
 
     def nets(self) -> list[SASRecNet]:
         """Every network whose scores add up to the model's: `net` first."""

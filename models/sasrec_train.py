@@ -158,16 +158,15 @@ def lr_factor(step: int, warmup: int, total: int, cosine: bool) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class SASRecTrainer:
-    """Trains a single-network SASRec's `net` in place, on the device the net already sits on.
+class EpochTrainer:
+    """The epoch loop the sequence models share (SASRec, GRU4Rec): AdamW with warmup and cosine
+    decay, periodic validation, patience and a time budget. Trains `net` in place on the device
+    it sits on; the caller seeds torch and `rng` and restores the returned best weights.
+    Subclasses give `_epoch` (one pass: the mean loss)."""
 
-    The caller seeds torch and `rng` (batches, random windows, sampled negatives) and restores
-    the returned best weights (`SASRec.fit`).
-    """
+    label = "train"  # the progress bar's name
 
-    def __init__(
-        self, model: Recommender, net: SASRecNet, config: SASRecConfig, rng: np.random.Generator
-    ) -> None:
+    def __init__(self, model: Recommender, net: Any, config: Any, rng: np.random.Generator) -> None:
         self.model, self.net, self.config, self.rng = model, net, config, rng
         self.weights: list[np.ndarray] | None = None  # per sequence, its items' weights
 
@@ -189,7 +188,7 @@ class SASRecTrainer:
         best_state = copy.deepcopy(self.net.state_dict())
         history: list[dict[str, float]] = []
         own_bar = cfg.progress and self.model.epoch_callback is None  # models.train draws its own
-        for epoch in tqdm(range(1, cfg.epochs + 1), desc="sasrec", disable=not own_bar):
+        for epoch in tqdm(range(1, cfg.epochs + 1), desc=self.label, disable=not own_bar):
             stats: dict[str, float] = {"epoch": epoch, "epochs": cfg.epochs}
             stats["loss"] = self._epoch(train, lengths, optimizer, schedule)
             out_of_time = self._out_of_time(time.perf_counter() - start, epoch)
@@ -226,6 +225,34 @@ class SASRecTrainer:
             optimizer, lambda step: lr_factor(step, warmup, total, cfg.cosine)
         )
         return optimizer, schedule
+
+    def _epoch(
+        self,
+        train: list[np.ndarray],
+        lengths: np.ndarray,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+    ) -> float:
+        """One pass over all users; returns the mean loss."""
+        raise NotImplementedError
+
+    def _validate(self, valid: EvalSet) -> dict[str, float]:
+        """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""
+        metrics = evaluate(self.model, valid, ks=(10,))
+        return {"val_ndcg@10": metrics["ndcg@10"], "val_hr@10": metrics["hr@10"]}
+
+    def _out_of_time(self, elapsed: float, epochs_done: int) -> bool:
+        """True when another epoch of the average length would overrun `max_seconds`."""
+        budget = self.config.max_seconds
+        return budget is not None and elapsed * (epochs_done + 1) / epochs_done > budget
+
+
+class SASRecTrainer(EpochTrainer):
+    """Trains a single-network SASRec's `net` (random windows, the fused or sampled loss)."""
+
+    label = "sasrec"
+    net: SASRecNet
+    config: SASRecConfig
 
     def _epoch(
         self,
@@ -307,16 +334,6 @@ class SASRecTrainer:
         if weights is None:
             return losses.mean()
         return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
-
-    def _validate(self, valid: EvalSet) -> dict[str, float]:
-        """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""
-        metrics = evaluate(self.model, valid, ks=(10,))
-        return {"val_ndcg@10": metrics["ndcg@10"], "val_hr@10": metrics["hr@10"]}
-
-    def _out_of_time(self, elapsed: float, epochs_done: int) -> bool:
-        """True when another epoch of the average length would overrun `max_seconds`."""
-        budget = self.config.max_seconds
-        return budget is not None and elapsed * (epochs_done + 1) / epochs_done > budget
 
 
 def _within(

@@ -34,6 +34,8 @@ _PATHS = {
     "content": "models.content_model:ContentRecommender",
     "mf-hybrid": "models.mf:HybridIALS",
     "sasrec-hybrid": "models.sasrec:HybridSASRec",
+    "gru4rec": "models.gru4rec:GRU4Rec",
+    "neumf": "models.neumf:NeuMF",
 }
 
 

@@ -62,6 +62,8 @@ def run_point(
         "config": model.config_dict(),
         "val_ndcg@10": round(val["ndcg@10"], 4),
         "val_hr@10": round(val["hr@10"], 4),
+        # the early-stopping metric as the model computed it (NeuMF: its learned users)
+        "fit_val_ndcg@10": report.get("best_val_ndcg@10"),
         "best_epoch": report.get("best_epoch"),
         "epochs": report.get("epochs"),
         "seconds": round(seconds, 1),

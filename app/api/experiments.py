@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from app.api.deps import AdminKey, ServicesDep, SessionDep
 from app.experiments import flows
@@ -35,7 +35,24 @@ async def write_experiment(
 
 
 @router.get("/{name}/report", response_model=ExperimentReport)
-async def report(name: Name, session: SessionDep, services: ServicesDep) -> ExperimentReport:
-    """Per arm: exposures, clicks, CTR, conversions, 95% Wilson intervals, tests vs control."""
-    found = await flows.report(session=session, name=name, settings=services.settings)
+async def report(
+    name: Name,
+    session: SessionDep,
+    services: ServicesDep,
+    sequential: Annotated[
+        bool, Query(description="always-valid intervals, safe to read daily; false: fixed")
+    ] = True,
+    cuped: Annotated[
+        bool, Query(description="reduce variance with each user's pre-experiment activity")
+    ] = True,
+) -> ExperimentReport:
+    """Per arm: users, exposures, per-user clicks, conversions and revenue with 95% intervals,
+    lifts against the control, the sample-ratio check, the guardrail, warnings."""
+    found = await flows.report(
+        session=session,
+        name=name,
+        settings=services.settings,
+        sequential=sequential,
+        cuped=cuped,
+    )
     return ExperimentReport.model_validate(found)

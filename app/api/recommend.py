@@ -10,7 +10,9 @@ from starlette.datastructures import QueryParams
 
 from app.api.deps import ReadKey, check_read_key, services_of
 from app.api.params import FILTER_PARAMETERS, filter_of, query_filter, query_parameters, split_ids
+from app.domain import epoch_seconds
 from app.schemas import Recommendation, RecommendBody, RecommendQuery
+from app.schemas.core import HistoryItem
 from app.serving.filters import ItemFilter
 from app.serving.recommend import recommend
 from app.serving.services import Ask
@@ -30,6 +32,7 @@ def ask_of(
     params: RecommendQuery | RecommendBody,
     history: tuple[str, ...] | None = None,
     item_filter: ItemFilter | None = None,
+    times: tuple[int, ...] | None = None,
 ) -> Ask:
     """The flow's request from GET's query or POST's body."""
     return Ask(
@@ -39,10 +42,24 @@ def ask_of(
         experiment=params.experiment,
         exclude=tuple(params.exclude),
         history=history,
+        times=times,
         explain=params.explain,
         repeats=params.repeats,
         filter=item_filter,
     )
+
+
+def history_of(
+    history: list[HistoryItem] | None,
+) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
+    """A body's history as item ids and their times in epoch seconds (None: not given)."""
+    if history is None:
+        return None, None
+    items = tuple(e.item_id for e in history)
+    stamps = [e.timestamp for e in history if e.timestamp is not None]
+    if not history or len(stamps) < len(history):  # validated: all timed or none
+        return items, None
+    return items, tuple(epoch_seconds(stamp) for stamp in stamps)
 
 
 def parse_query(params: QueryParams) -> RecommendQuery:
@@ -76,6 +93,6 @@ async def get_recommend(request: Request) -> Response:
 async def post_recommend(request: Request, body: RecommendBody) -> Response:
     """As GET, with `history` for anonymous sessions (it replaces the stored history) and
     `filter` (categories, attributes, price range)."""
-    history = None if body.history is None else tuple(body.history)
-    ask = ask_of(body, history=history, item_filter=filter_of(body.filter))
+    history, times = history_of(body.history)
+    ask = ask_of(body, history=history, item_filter=filter_of(body.filter), times=times)
     return as_json(await recommend(ask, services_of(request)))

@@ -69,13 +69,14 @@ class SafeCache:
         vector: bytes | None,
         history: Sequence[str] | None,
         marks: Mapping[str, int] | None = None,
+        times: Sequence[int] | None = None,
     ) -> bool:
         """Conditional store; False when skipped, or on an error (counted) or after a MISS."""
         if seen is MISS:  # the cache failed on read: its generation is unknown
             return False
         if self.fence.blocks(seen.user_id):  # its invalidation failed since the read
             return False
-        return bool(await self.call(self.backend.store, seen, vector, history, marks))
+        return bool(await self.call(self.backend.store, seen, vector, history, marks, times))
 
     async def get_history(self, user_id: str) -> list[str] | None:
         """History, or None on a miss or an error (or while it may miss committed events)."""

@@ -20,18 +20,27 @@ class Lookup:
     # With the history (on a vector miss): the user's marks per item, every event ever
     # (app.ingest.meaning: type bits and "hidden"), or None when not cached.
     marks: dict[str, int] | None = None
+    # With the history: each item's event time (epoch seconds), or None when one is not known.
+    times: list[int] | None = None
 
 
 # Per user: (item, bits to set, bits to clear) in event order, for the cached marks.
 MarkChanges = Mapping[str, Sequence[tuple[str, int, int]]]
+# Per user: each appended item's event time (epoch seconds), parallel to its items.
+TimeChanges = Mapping[str, Sequence[int]]
+
+
+def known_times(times: Sequence[int | None]) -> list[int] | None:
+    """The times when every one is known, else None: a model reads a history's times whole."""
+    return None if None in times else [t for t in times if t is not None]
 
 
 MISS = Lookup(None, None, b"")  # what a failed read looks like: nothing cached, no generation
 
 
 class CacheBackend(ABC):
-    """Per user: a capped list of recent item ids, marks per item, a vector per model version,
-    a generation."""
+    """Per user: a capped list of recent item ids with their event times, marks per item, a
+    vector per model version, a generation."""
 
     kind: str
 
@@ -50,9 +59,11 @@ class CacheBackend(ABC):
         vector: bytes | None,
         history: Sequence[str] | None,
         marks: Mapping[str, int] | None = None,
+        times: Sequence[int] | None = None,
     ) -> bool:
-        """Cache the vector for `seen`'s user and field (and a history and marks read from the
-        database) unless events arrived since `seen` was read; True when stored."""
+        """Cache the vector for `seen`'s user and field (and a history with its `times`, None:
+        not known, and marks read from the database) unless events arrived since `seen` was
+        read; True when stored."""
 
     @abstractmethod
     async def get_history(self, user_id: str) -> list[str] | None:
@@ -64,10 +75,14 @@ class CacheBackend(ABC):
 
     @abstractmethod
     async def append_history(
-        self, histories: Mapping[str, Sequence[str]], marks: MarkChanges | None = None
+        self,
+        histories: Mapping[str, Sequence[str]],
+        marks: MarkChanges | None = None,
+        times: TimeChanges | None = None,
     ) -> None:
-        """Append to the histories and change the marks that are cached, drop the users'
-        vectors, bump generations (every user in `histories`, even with no items)."""
+        """Append to the histories (with the items' `times`; None: not known) and change the
+        marks that are cached, drop the users' vectors, bump generations (every user in
+        `histories`, even with no items)."""
 
     @abstractmethod
     async def drop_users(self, user_ids: Sequence[str], *, history: bool = False) -> None:

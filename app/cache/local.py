@@ -7,7 +7,9 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.cache.base import CacheBackend, Lookup, MarkChanges
+from app.cache.base import CacheBackend, Lookup, MarkChanges, TimeChanges, known_times
+
+Recent = list[tuple[str, int | None]]  # (item, event time in epoch seconds or None), oldest first
 
 
 class LocalCache(CacheBackend):
@@ -17,7 +19,7 @@ class LocalCache(CacheBackend):
 
     def __init__(self, *, max_users: int, history_len: int, ttl_s: int):
         self.max_users, self.history_len, self.ttl_s = max_users, history_len, ttl_s
-        self.histories: OrderedDict[str, list[str]] = OrderedDict()
+        self.histories: OrderedDict[str, Recent] = OrderedDict()
         self.marks: OrderedDict[str, dict[str, int]] = OrderedDict()  # every item, uncapped
         self.vectors: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
         self.generations: dict[str, int] = {}  # bumped by writes; a counter per process suffices
@@ -41,8 +43,11 @@ class LocalCache(CacheBackend):
         generation = self._generation(user_id)
         if vector is not None:
             return Lookup(vector, None, generation, user_id, field)
-        history, marks = await self.get_history(user_id), await self.get_marks(user_id)
-        return Lookup(None, history, generation, user_id, field, marks)
+        recent, marks = self._recent(user_id), await self.get_marks(user_id)
+        if recent is None:
+            return Lookup(None, None, generation, user_id, field, marks)
+        times = known_times([t for _, t in recent])
+        return Lookup(None, [i for i, _ in recent], generation, user_id, field, marks, times)
 
     async def store(
         self,
@@ -50,13 +55,15 @@ class LocalCache(CacheBackend):
         vector: bytes | None,
         history: Sequence[str] | None,
         marks: Mapping[str, int] | None = None,
+        times: Sequence[int] | None = None,
     ) -> bool:
-        """Cache the vector (and history, marks) unless events arrived since `seen` was read."""
+        """Cache the vector (and history with its times, marks) unless events arrived since
+        `seen` was read."""
         user_id, field = seen.user_id, seen.field
         if self._generation(user_id) != seen.generation:
             return False
         if history is not None:
-            self._set_history(user_id, history)
+            self._set_history(user_id, _recent(history, times))
         if marks is not None:
             self.marks[user_id] = dict(marks)
             self._evict(self.marks)
@@ -66,10 +73,15 @@ class LocalCache(CacheBackend):
 
     async def get_history(self, user_id: str) -> list[str] | None:
         """The cached recent history, or None."""
-        items = self.histories.get(user_id)
-        if items is not None:
+        recent = self._recent(user_id)
+        return None if recent is None else [item for item, _ in recent]
+
+    def _recent(self, user_id: str) -> Recent | None:
+        """The cached (item, time) pairs, refreshed as recently used, or None."""
+        recent = self.histories.get(user_id)
+        if recent is not None:
             self.histories.move_to_end(user_id)
-        return None if items is None else list(items)
+        return recent
 
     async def get_marks(self, user_id: str) -> dict[str, int] | None:
         """The cached marks, or None."""
@@ -78,19 +90,23 @@ class LocalCache(CacheBackend):
             self.marks.move_to_end(user_id)
         return None if marks is None else dict(marks)
 
-    def _set_history(self, user_id: str, items: Sequence[str]) -> None:
+    def _set_history(self, user_id: str, recent: Recent) -> None:
         """Replace the cached history."""
-        self.histories[user_id] = list(items[-self.history_len :])
+        self.histories[user_id] = recent[-self.history_len :]
         self._evict(self.histories)
 
     async def append_history(
-        self, histories: Mapping[str, Sequence[str]], marks: MarkChanges | None = None
+        self,
+        histories: Mapping[str, Sequence[str]],
+        marks: MarkChanges | None = None,
+        times: TimeChanges | None = None,
     ) -> None:
-        """Append to cached histories, change cached marks and drop the users' vectors."""
+        """Append to cached histories (with the items' times), change cached marks and drop
+        the users' vectors."""
         for user_id, items in histories.items():
             cached = self.histories.get(user_id)
             if cached is not None:
-                cached.extend(items)
+                cached.extend(_recent(items, None if times is None else times.get(user_id)))
                 del cached[: -self.history_len]
             held = self.marks.get(user_id)
             if held is not None and marks:
@@ -127,3 +143,10 @@ class LocalCache(CacheBackend):
 
     async def close(self) -> None:
         """Nothing to close."""
+
+
+def _recent(items: Sequence[str], times: Sequence[int] | None) -> Recent:
+    """Items paired with their times (None each when not given)."""
+    if times is None:
+        return [(item, None) for item in items]
+    return list(zip(items, times, strict=True))

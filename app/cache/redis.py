@@ -8,14 +8,20 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from app.cache.base import CacheBackend, Lookup, MarkChanges
+from app.cache.base import CacheBackend, Lookup, MarkChanges, TimeChanges
 from app.cache.mux import MuxConnection, supported
 
-# ARGV: key prefix, history length, TTL, {user: [items]} as JSON, {user: [[item, set, clear]]}
-# as JSON. Appends only to histories that are cached (an uncached one reloads in full from the
-# database), trims them, changes the marks that are cached (old & ~clear | set, in event order),
-# drops the users' vectors and bumps their generation, so a vector computed from the older
-# history is not stored.
+# A history entry is the item id, NUL, and its event time in epoch seconds ('' when not known):
+# one list element, so the scripts push and trim as before. Ids never hold NUL
+# (app.schemas.core.Id). A list cached before times were (plain ids) reads as not cached: the
+# request reloads it from the database, and the store replaces it.
+SEP = "\x00"
+
+# ARGV: key prefix, history length, TTL, {user: [history entries]} as JSON,
+# {user: [[item, set, clear]]} as JSON. Appends only to histories that are cached (an uncached
+# one reloads in full from the database), trims them, changes the marks that are cached
+# (old & ~clear | set, in event order), drops the users' vectors and bumps their generation, so
+# a vector computed from the older history is not stored.
 # One argument instead of thousands: redis-py packs arguments in Python at about 2 us each, which
 # made a pipeline of three commands per user cost ~0.1 ms per user. Keys are built inside the
 # script, so this needs a standalone Redis (not Redis Cluster). RPUSH goes in slices because
@@ -167,8 +173,9 @@ class RedisCache(CacheBackend):
         if len(reply) == 2:
             return Lookup(reply[1], None, reply[0], user_id, field)
         n = int(reply[2])
-        history = [item.decode() for item in reply[3 : 3 + n]] if n else None
-        return Lookup(None, history, reply[0], user_id, field, _marks(reply[3 + n :]))
+        history, times = _history(reply[3 : 3 + n]) if n else (None, None)
+        marks = _marks(reply[3 + n :])
+        return Lookup(None, history, reply[0], user_id, field, marks, times)
 
     async def store(
         self,
@@ -176,10 +183,11 @@ class RedisCache(CacheBackend):
         vector: bytes | None,
         history: Sequence[str] | None,
         marks: Mapping[str, int] | None = None,
+        times: Sequence[int] | None = None,
     ) -> bool:
-        """Cache the vector (and the history and marks read from the database) unless events
-        arrived since `seen` was read; True when stored."""
-        payload = "" if history is None else orjson.dumps(list(history)).decode()
+        """Cache the vector (and the history with its times and the marks read from the
+        database) unless events arrived since `seen` was read; True when stored."""
+        payload = "" if history is None else orjson.dumps(_entries(history, times)).decode()
         args: list[bytes | str | int] = [
             seen.generation,
             seen.field,
@@ -196,8 +204,8 @@ class RedisCache(CacheBackend):
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.exists(self._history_key(user_id))
             pipe.lrange(self._history_key(user_id), 0, -1)
-            exists, items = await pipe.execute()
-        return [i.decode() for i in items] if exists else None
+            exists, entries = await pipe.execute()
+        return [e.decode().partition(SEP)[0] for e in entries] if exists else None
 
     async def get_marks(self, user_id: str) -> dict[str, int] | None:
         """The cached marks per item, or None when not cached."""
@@ -207,12 +215,19 @@ class RedisCache(CacheBackend):
         return _marks(flat)
 
     async def append_history(
-        self, histories: Mapping[str, Sequence[str]], marks: MarkChanges | None = None
+        self,
+        histories: Mapping[str, Sequence[str]],
+        marks: MarkChanges | None = None,
+        times: TimeChanges | None = None,
     ) -> None:
-        """Append to histories and change marks that are cached and drop the users' vectors:
-        one script call."""
+        """Append to histories (with the items' times) and change marks that are cached and
+        drop the users' vectors: one script call."""
         if histories:
-            payload = orjson.dumps(histories).decode()
+            entries = {
+                user: _entries(items, None if times is None else times.get(user))
+                for user, items in histories.items()
+            }
+            payload = orjson.dumps(entries).decode()
             changes = orjson.dumps(marks or {}).decode()
             args: list[str | int] = [self.prefix, self.history_len, self.ttl_s, payload, changes]
             await self._append_script(keys=[], args=args)
@@ -245,3 +260,23 @@ def _marks(flat: Sequence[Any]) -> dict[str, int] | None:
     if not flat:
         return None
     return {flat[n].decode(): int(flat[n + 1]) for n in range(0, len(flat), 2) if flat[n] != b""}
+
+
+def _entries(items: Sequence[str], times: Sequence[int] | None) -> list[str]:
+    """History entries: each item with its time (SEP), or with '' when times are not given."""
+    if times is None:
+        return [item + SEP for item in items]
+    return [f"{item}{SEP}{time}" for item, time in zip(items, times, strict=True)]
+
+
+def _history(raw: Sequence[bytes]) -> tuple[list[str] | None, list[int] | None]:
+    """Items and their times (None unless all are known) from cached entries; (None, None) for
+    a list cached before times were, whose entries hold no SEP."""
+    # One decode and split for the list: each entry holds exactly one SEP, so there are 2n
+    # parts exactly when every entry has its time field.
+    parts = b"\x00".join(raw).decode().split(SEP)
+    if len(parts) != 2 * len(raw):
+        return None, None
+    stamps = parts[1::2]
+    times = None if "" in stamps else list(map(int, stamps))
+    return parts[0::2], times

@@ -81,7 +81,11 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
 
 
 def train(
-    model: str = typer.Option(..., help="Model name: mf, sasrec, popularity or ease."),
+    model: str = typer.Option(
+        ...,
+        help="Model name: popularity, ease, ials, mf, neumf, gru4rec, sasrec, content, "
+        "mf-hybrid or sasrec-hybrid.",
+    ),
     data: str = typer.Option(..., help=DATA_HELP),
     out: Path = typer.Option(..., help="Checkpoint directory to write (one version)."),
     settings: list[str] = typer.Option([], "--set", help="Config override key=value (repeat)."),
@@ -157,6 +161,71 @@ def evaluate(
         )
 
 
+SEEDS_HELP = "Comma-separated seeds, one run of every model each, e.g. 0,1,2 (default: --seed)."
+MAX_SEEDS_HELP = "MODEL=N: run MODEL with only the first N seeds (slow models; repeat)."
+DERIVE_HELP = (
+    "NAME[=BASE]: add row NAME made from each seed's trained BASE model without training; "
+    "NAME ends in -int8 or -fp16 (models.quantize.quantize_model at that precision); BASE "
+    "defaults to NAME without that suffix and must be in --models (repeat)."
+)
+# A derived row's name suffix -> the models.quantize precision that makes it.
+DERIVE_PRECISIONS = {"-int8": "int8", "-fp16": "fp16"}
+
+
+def parse_seeds(seeds: str | None, seed: int) -> list[int]:
+    """`--seeds 0,1,2`, else the single `--seed`."""
+    if seeds is None:
+        return [seed]
+    try:
+        return [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{seeds!r}: expected integers like 0,1,2", param_hint="--seeds"
+        ) from exc
+
+
+def parse_max_seeds(items: list[str]) -> dict[str, int]:
+    """`--max-seeds MODEL=N` options."""
+    caps = {}
+    for item in items:
+        name, _, count = item.partition("=")
+        if not count.strip().isdigit():
+            raise typer.BadParameter(f"{item!r}: expected MODEL=N", param_hint="--max-seeds")
+        caps[name.strip()] = int(count)
+    return caps
+
+
+def _quantizer(precision: str) -> Any:
+    """A transform quantizing a trained model to `precision` (models.quantize, loaded lazily)."""
+    try:
+        from models.quantize import quantize_model
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"a {precision} row needs models.quantize.quantize_model, which cannot be "
+            f"imported here ({exc})",
+            param_hint="--derive",
+        ) from exc
+    return lambda model: quantize_model(model, precision)
+
+
+def parse_derived(items: list[str]) -> dict[str, Any]:
+    """`--derive NAME[=BASE]` options as models.compare.Derived rows, by name."""
+    from models.compare import Derived
+
+    derived = {}
+    for item in items:
+        name, _, base = (part.strip() for part in item.partition("="))
+        suffix = next((s for s in DERIVE_PRECISIONS if name.endswith(s)), None)
+        if suffix is None or name == suffix:
+            ends = " or ".join(DERIVE_PRECISIONS)
+            raise typer.BadParameter(
+                f"{name!r}: a derived row's name ends in {ends}", param_hint="--derive"
+            )
+        transform = _quantizer(DERIVE_PRECISIONS[suffix])
+        derived[name] = Derived(base=base or name.removesuffix(suffix), transform=transform)
+    return derived
+
+
 def compare(
     data: str = typer.Option(..., help=DATA_HELP),
     out: Path = typer.Option(..., help="Output directory: compare.md/.json, PNGs, checkpoints/."),
@@ -164,8 +233,13 @@ def compare(
         "popularity,ease,mf,sasrec", help="Comma-separated model names to compare."
     ),
     settings: list[str] = typer.Option([], "--set", help="Override model.key=value (repeat)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    reuse: bool = typer.Option(False, help="Reuse checkpoints in OUT/checkpoints trained on DATA."),
+    seed: int = typer.Option(0, help="Random seed (when --seeds is not given)."),
+    seeds: str | None = typer.Option(None, help=SEEDS_HELP),
+    max_seeds: list[str] = typer.Option([], "--max-seeds", help=MAX_SEEDS_HELP),
+    derive: list[str] = typer.Option([], "--derive", help=DERIVE_HELP),
+    reuse: bool = typer.Option(
+        False, help="Reuse each seed's checkpoint in OUT/checkpoints/MODEL/seed-N trained on DATA."
+    ),
     catalog: str | None = typer.Option(None, help=CATALOG_HELP),
     content_cache: Path = typer.Option(Path("var/content-cache"), help="Text vector cache."),
     cold_items: float | None = typer.Option(
@@ -176,7 +250,11 @@ def compare(
 ) -> None:
     """Train (or reuse) several models on one dataset and write a comparison table and charts.
 
+    Each model runs once per seed; the table gives mean ± std over the seeds and each model's
+    NDCG@10 difference to the best one with its paired bootstrap 95% interval over users.
     Example: recsys compare --data ml1m-half-loo --out var/compare --models popularity,ease,mf
+    Seeds: recsys compare --data ml1m-half-loo --out var/compare --models mf,sasrec
+    --seeds 0,1,2 --max-seeds sasrec=1 --derive sasrec-int8=sasrec
     Cold items: recsys compare --data ml1m-half-loo --catalog ml-1m --cold-items 0.1
     --models popularity,mf,mf-hybrid,content --out var/cold
     """
@@ -184,13 +262,27 @@ def compare(
     from models.split import cold_item_split
 
     names = [n.strip() for n in models.split(",") if n.strip()]
+    run_seeds, caps = parse_seeds(seeds, seed), parse_max_seeds(max_seeds)
+    derived = parse_derived(derive)
     dataset, cold = _load_data(data), None
     if cold_items is not None:
         dataset, cold = cold_item_split(dataset, fraction=cold_items)
     content = _content_inputs(dataset, catalog, content_cache)
     overrides = parse_model_settings(settings)
     try:
-        compare_models(dataset, names, out, overrides, seed, reuse, True, content, cold)
+        compare_models(
+            dataset,
+            names,
+            out,
+            overrides,
+            reuse=reuse,
+            progress=True,
+            content=content,
+            cold_items=cold,
+            seeds=run_seeds,
+            max_seeds=caps,
+            derived=derived,
+        )
     except (KeyError, ValueError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo((out / "compare.md").read_text())

@@ -39,11 +39,24 @@ def db_downgrade(
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="Port."),
-    workers: int = typer.Option(1, help="Worker processes."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (more than 1 needs Redis)."),
     access_log: bool = typer.Option(False, help="Uvicorn's own access log (ours is JSON)."),
 ) -> None:
-    """Run the HTTP service with uvicorn. Example: recsys serve --host 0.0.0.0 --port 8000"""
+    """Run the HTTP service with uvicorn. Example: recsys serve --host 0.0.0.0 --port 8000
+
+    Several workers need a shared cache (RECSYS_REDIS_URL): with the in-process one, each
+    worker would keep its own copy of a user's state, and an event taken by one worker would
+    not reach the lists another serves (read-your-writes), so that is refused.
+    """
     import uvicorn
+
+    if workers > 1 and not get_settings().redis_url:
+        typer.echo(
+            f"--workers {workers} needs RECSYS_REDIS_URL: the in-process cache is per worker, "
+            "so one worker would serve lists that miss the events another took",
+            err=True,
+        )
+        raise typer.Exit(2)
 
     uvicorn.run(
         "app.main:create_app",

@@ -37,15 +37,17 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 @dataclass(frozen=True)
 class UserEvents:
-    """What a miss reads: the model-input history and the marks' (item, type, value) rows,
-    each None when not asked for."""
+    """What a miss reads: the model-input history with its event times (epoch seconds) and the
+    marks' (item, type, value) rows, each None when not asked for."""
 
     history: list[str] | None
     marks: list[tuple[str, str, float | None]] | None
+    times: list[int] | None = None
 
 
 class HistoryReader:
-    """Latest model-input item ids of a user, oldest first, and the rows of their marks."""
+    """Latest model-input item ids of a user (and their times), oldest first, and the rows of
+    their marks."""
 
     def __init__(
         self,
@@ -104,7 +106,7 @@ class HistoryReader:
         self, connection: AsyncConnection, user_id: str, limit: int, history: bool, marks: bool
     ) -> UserEvents:
         """Both reads through SQLAlchemy (SQLite)."""
-        items = (
+        inputs = (
             await repo.user_inputs(
                 session=connection,
                 user_id=user_id,
@@ -116,19 +118,23 @@ class HistoryReader:
             else None
         )
         rows = await repo.user_marks(session=connection, user_id=user_id) if marks else None
-        return UserEvents(items, rows)
+        if inputs is None:
+            return UserEvents(None, rows)
+        return UserEvents([i for i, _ in inputs], rows, [t for _, t in inputs])
 
     async def _fetch(
         self, pool: asyncpg.Pool, user_id: str, limit: int, history: bool, marks: bool
     ) -> UserEvents:
         items: list[str] | None = None
+        times: list[int] | None = None
         found: list[Any] | None = None
         async with pool.acquire(timeout=self.connect_timeout_s) as connection:
             if history:
                 rows = await connection.fetch(
                     repo.PG_USER_INPUTS, user_id, self.input_types, self.negative_max, limit
                 )
-                items = [row[0] for row in reversed(rows)]
+                rows.reverse()
+                items, times = [row[0] for row in rows], [row[1] for row in rows]
             if marks:
                 found = [tuple(row) for row in await connection.fetch(repo.PG_USER_MARKS, user_id)]
-        return UserEvents(items, found)
+        return UserEvents(items, found, times)

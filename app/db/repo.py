@@ -24,7 +24,7 @@ from app.db.tables import (
     ModelVersion,
     Rule,
 )
-from app.domain import NEGATIVE_TYPES
+from app.domain import NEGATIVE_TYPES, epoch_seconds
 
 # One statement for the whole batch: arrays in, ON CONFLICT makes retries idempotent.
 _PG_INSERT_EVENTS = """
@@ -128,6 +128,8 @@ EXPOSURE_COLUMNS = (
     "variant",
     "items",
     "created_at",
+    "latency_ms",
+    "fallback",
 )
 
 
@@ -237,9 +239,10 @@ async def count_events(*, session: AsyncSession) -> int:
 # The serving hot path's reads for a bare asyncpg connection (app/db/history.py); user_inputs()
 # and user_marks() are the same in Core (no ORM state on a hot path). The model input
 # (app.ingest.meaning.is_input in SQL): the weighted types, without ratings at or below
-# rating_negative_max. $2: input types, $3: rating_negative_max.
+# rating_negative_max. $2: input types, $3: rating_negative_max. Each item with its event time
+# in whole epoch seconds (floored, as retrain's split floors them for SASRec's time gaps).
 PG_USER_INPUTS = """
-SELECT item_id FROM events
+SELECT item_id, floor(extract(epoch FROM event_time))::bigint FROM events
 WHERE user_id = $1 AND type = ANY($2::varchar[])
   AND NOT (type = 'rating' AND value IS NOT NULL AND value <= $3)
 ORDER BY event_time DESC, id DESC LIMIT $4
@@ -259,10 +262,11 @@ async def user_inputs(
     limit: int,
     types: Sequence[str],
     negative_max: float,
-) -> list[str]:
-    """PG_USER_INPUTS in Core: the user's latest `limit` model-input items, oldest first."""
+) -> list[tuple[str, int]]:
+    """PG_USER_INPUTS in Core: the user's latest `limit` model-input items with their event
+    times (epoch seconds), oldest first."""
     query = (
-        select(Event.item_id)
+        select(Event.item_id, Event.event_time)
         .where(
             Event.user_id == user_id,
             Event.type.in_(list(types)),
@@ -271,8 +275,8 @@ async def user_inputs(
         .order_by(Event.event_time.desc(), Event.id.desc())
         .limit(limit)
     )
-    rows = (await session.execute(query)).scalars().all()
-    return list(reversed(rows))
+    rows = (await session.execute(query)).all()
+    return [(item, epoch_seconds(moment)) for item, moment in reversed(rows)]
 
 
 async def user_marks(
@@ -294,16 +298,22 @@ async def ping(*, session: AsyncSession) -> None:
 
 
 async def stream_events(
-    *, session: AsyncSession, types: Sequence[str], chunk: int = 50_000
+    *,
+    session: AsyncSession,
+    types: Sequence[str],
+    since: datetime | None = None,
+    chunk: int = 50_000,
 ) -> AsyncIterator[Sequence[Any]]:
-    """Every event of the given types in storage order, in chunks (server-side cursor): rows of
-    (user_id, item_id, type, event_time, id, value)."""
+    """Every event of the given types (at or after `since`) in storage order, in chunks
+    (server-side cursor): rows of (user_id, item_id, type, event_time, id, value)."""
     query = (
         select(Event.user_id, Event.item_id, Event.type, Event.event_time, Event.id, Event.value)
         .where(Event.type.in_(list(types)))
         .order_by(Event.id)
         .execution_options(yield_per=chunk)
     )
+    if since is not None:
+        query = query.where(Event.event_time >= since)
     result = await session.stream(query)
     async for rows in result.partitions(chunk):
         yield rows
@@ -353,15 +363,25 @@ async def all_experiments(*, session: AsyncSession) -> list[Experiment]:
 
 
 async def put_experiment(
-    *, session: AsyncSession, name: str, arms: list[dict[str, Any]], salt: str, status: str
+    *,
+    session: AsyncSession,
+    name: str,
+    arms: list[dict[str, Any]],
+    salt: str,
+    status: str,
+    started_at: datetime | None = None,
+    guardrail: dict[str, Any] | None = None,
 ) -> Experiment:
-    """Create or replace an experiment and commit."""
+    """Create or replace an experiment and commit; `started_at` None keeps the stored start
+    (now for a new experiment)."""
     row = await session.get(Experiment, name)
     if row is None:
         row = Experiment(name=name)
         session.add(row)
     row.arms, row.salt, row.status = {"arms": arms}, salt, status
     row.updated_at = datetime.now(UTC)
+    row.started_at = started_at or row.started_at or row.updated_at
+    row.guardrail = guardrail
     await session.commit()
     return row
 
@@ -392,27 +412,6 @@ async def delete_rule(*, session: AsyncSession, name: str) -> bool:
     result = await session.execute(delete(Rule).where(Rule.name == name))
     await session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def experiment_exposures(*, session: AsyncSession, experiment: str) -> list[Exposure]:
-    """Every exposure logged for an experiment."""
-    query = select(Exposure).where(Exposure.experiment == experiment)
-    return list((await session.execute(query)).scalars())
-
-
-async def user_events_since(
-    *, session: AsyncSession, users: Sequence[str], types: Sequence[str], since: datetime
-) -> list[Event]:
-    """Events of the given users and types at or after `since` (IN lists of 1,000 users)."""
-    found: list[Event] = []
-    for start in range(0, len(users), 1000):
-        query = select(Event).where(
-            Event.user_id.in_(users[start : start + 1000]),
-            Event.type.in_(list(types)),
-            Event.event_time >= since,
-        )
-        found.extend((await session.execute(query)).scalars())
-    return found
 
 
 async def catalog_since(*, session: AsyncSession, since: datetime | None) -> list[Item]:
@@ -483,3 +482,20 @@ async def delete_model_versions(*, session: AsyncSession, ids: Sequence[int]) ->
         return 0
     result = await session.execute(delete(ModelVersion).where(ModelVersion.id.in_(list(ids))))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_events_before(*, session: AsyncSession, before: datetime, batch: int) -> int:
+    """Delete up to `batch` events older than `before` (oldest ids first); returns how many.
+    Small batches keep each transaction and its locks short while the service writes."""
+    oldest = select(Event.id).where(Event.event_time < before).order_by(Event.id).limit(batch)
+    result = await session.execute(delete(Event).where(Event.id.in_(oldest.scalar_subquery())))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def delete_exposures_before(*, session: AsyncSession, before: datetime, batch: int) -> int:
+    """Delete up to `batch` exposures logged before `before`; returns how many."""
+    oldest = select(Exposure.id).where(Exposure.created_at < before).limit(batch)
+    result = await session.execute(
+        delete(Exposure).where(Exposure.id.in_(oldest.scalar_subquery()))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -44,6 +44,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_user_time", "user_id", "event_time"),
         Index("ix_events_recommendation", "recommendation_id"),
+        Index("ix_events_time", "event_time"),  # retrain's window, retention's prune
         CheckConstraint(
             "type IN (" + ", ".join(f"'{kind}'" for kind in EVENT_TYPES) + ")",
             name="ck_events_type",
@@ -104,6 +105,7 @@ class Exposure(Base):
     __table_args__ = (
         Index("ix_exposures_experiment", "experiment", "variant"),
         Index("ix_exposures_user", "user_id"),  # erasure deletes by user
+        Index("ix_exposures_created", "created_at"),  # retention prunes by age
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -115,6 +117,8 @@ class Exposure(Base):
     variant: Mapped[str | None] = mapped_column(String(64))
     items: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    latency_ms: Mapped[float | None] = mapped_column(Float)  # time to build the list
+    fallback: Mapped[str | None] = mapped_column(String(32))  # why popularity answered, if so
 
 
 class Experiment(Base):
@@ -127,6 +131,10 @@ class Experiment(Base):
     salt: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="running")
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The report's CUPED covariate is each user's activity before this moment.
+    started_at: Mapped[datetime | None]
+    # {"metric": "latency_p99_ms" | "fallback_rate", "tolerance": relative}; null: the default.
+    guardrail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ItemEmbedding(Base):

@@ -23,6 +23,8 @@ class ExperimentState:
     salt: str
     status: str
     updated_at: datetime | None = None
+    started_at: datetime | None = None
+    guardrail: dict[str, Any] | None = None  # {"metric", "tolerance"}; None: the settings'
 
     def arms_json(self) -> list[dict[str, Any]]:
         """The arms as stored and answered."""
@@ -36,6 +38,8 @@ class ExperimentState:
             "salt": self.salt,
             "status": self.status,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "guardrail": self.guardrail,
         }
 
     @classmethod
@@ -43,7 +47,8 @@ class ExperimentState:
         """The state of a stored row."""
         arms = tuple(Arm(a["name"], a["model"], float(a["weight"])) for a in row.arms["arms"])
         updated = None if row.updated_at is None else as_utc(row.updated_at)  # SQLite: naive
-        return cls(row.name, arms, row.salt, row.status, updated)
+        started = None if row.started_at is None else as_utc(row.started_at)
+        return cls(row.name, arms, row.salt, row.status, updated, started, row.guardrail)
 
 
 @dataclass

@@ -12,8 +12,9 @@ from app.config import Settings
 from app.db import repo
 from app.errors import Conflict, NotFound
 from app.experiments.book import ExperimentBook, ExperimentState
-from app.experiments.report import experiment_report
+from app.experiments.report import ReportOptions, experiment_report
 from app.experiments.routing import Arm
+from app.experiments.stats import Reading
 from app.schemas import ExperimentIn
 
 
@@ -40,18 +41,33 @@ async def save_experiment(
     arms = tuple(Arm(a.name, a.model, a.weight) for a in body.arms)
     state = ExperimentState(name, arms, body.salt or name, body.status)
     row = await repo.put_experiment(
-        session=session, name=name, arms=state.arms_json(), salt=state.salt, status=state.status
+        session=session,
+        name=name,
+        arms=state.arms_json(),
+        salt=state.salt,
+        status=state.status,
+        started_at=body.started_at,
+        guardrail=None if body.guardrail is None else body.guardrail.model_dump(),
     )
     stored = ExperimentState.of(row)
     book.put(stored)
     return stored
 
 
-async def report(*, session: AsyncSession, name: str, settings: Settings) -> dict[str, Any]:
+async def report(
+    *, session: AsyncSession, name: str, settings: Settings, sequential: bool, cuped: bool
+) -> dict[str, Any]:
     """The report of the stored experiment `name` under the configured attribution."""
-    return await experiment_report(
-        session=session,
-        state=await stored_experiment(session=session, name=name),
+    options = ReportOptions(
         window=timedelta(seconds=settings.attribution_window_s),
         conversions=settings.conversion_types,
+        pre_window=timedelta(days=settings.experiment_pre_window_days),
+        reading=Reading(sequential=sequential, tuning=settings.experiment_sequential_tuning),
+        cuped=cuped,
+        guardrail={
+            "metric": settings.experiment_guardrail,
+            "tolerance": settings.experiment_guardrail_tolerance,
+        },
     )
+    state = await stored_experiment(session=session, name=name)
+    return await experiment_report(session=session, state=state, options=options)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.cache import SafeCache
 from app.db import repo
 from app.db.repo import EventColumns
-from app.domain import DEFAULT_EVENT_WEIGHTS, as_utc
+from app.domain import DEFAULT_EVENT_WEIGHTS, as_utc, epoch_seconds
 from app.ingest.meaning import DEFAULT_RULE, RatingRule, is_input, mark_change
 from app.observability import Metrics
 from app.schemas import EARLIEST_EVENT, MAX_FUTURE_SKEW_S, EventIn, EventsAccepted
@@ -76,20 +76,23 @@ def user_updates(
     *,
     weights: Mapping[str, float] | None = None,
     rule: RatingRule = DEFAULT_RULE,
-) -> tuple[dict[str, list[str]], dict[str, list[tuple[str, int, int]]]]:
+) -> tuple[dict[str, list[str]], dict[str, list[tuple[str, int, int]]], dict[str, list[int]]]:
     """Per user, in event-time order: the new model-input items (app.ingest.meaning.is_input;
-    every user of the batch has an entry, maybe empty, so their cached state is dropped) and
-    the (item, set, clear) changes of their marks."""
+    every user of the batch has an entry, maybe empty, so their cached state is dropped), the
+    (item, set, clear) changes of their marks, and the input items' event times (epoch
+    seconds, the model's time gaps read them)."""
     weights = DEFAULT_EVENT_WEIGHTS if weights is None else weights
     histories: dict[str, list[str]] = {user: [] for user in columns.user_id}
+    times: dict[str, list[int]] = {user: [] for user in histories}
     marks: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     users, items, kinds, values = columns.user_id, columns.item_id, columns.type, columns.value
     for n in event_order(columns):
         kind, value = kinds[n], values[n]
         if is_input(kind, value, weights, rule):
             histories[users[n]].append(items[n])
+            times[users[n]].append(epoch_seconds(columns.event_time[n]))
         marks[users[n]].append((items[n], *mark_change(kind, value, rule)))
-    return histories, marks
+    return histories, marks, times
 
 
 async def ingest_events(
@@ -106,7 +109,7 @@ async def ingest_events(
     inserted = await repo.insert_events(session=session, events=columns)
     await session.commit()
     duplicates = len(columns) - inserted
-    histories, marks = user_updates(columns, weights=weights, rule=rule)
+    histories, marks, times = user_updates(columns, weights=weights, rule=rule)
     if duplicates:
         # Which rows were new is unknown, so drop the cached histories; they reload from the DB.
         await cache.invalidate(
@@ -114,7 +117,7 @@ async def ingest_events(
         )
     else:
         # A failed invalidation fences the users until it is replayed (app.cache.fence).
-        await cache.invalidate(histories, cache.backend.append_history, histories, marks)
+        await cache.invalidate(histories, cache.backend.append_history, histories, marks, times)
     metrics.events_ingested.inc(inserted)
     metrics.events_duplicate.inc(duplicates)
     return EventsAccepted(accepted=inserted, duplicates=duplicates)

@@ -35,12 +35,28 @@ class ArmIn(StrictModel):
     weight: float = Field(gt=0)
 
 
+GuardrailMetric = Literal["latency_p99_ms", "fallback_rate"]
+
+
+class GuardrailIn(StrictModel):
+    """The metric an arm must not worsen: p99 of the time to build a list, or the share of
+    lists popularity answered; flagged when worse than the control's by more than `tolerance`
+    (relative: 0.2 is 20%)."""
+
+    metric: GuardrailMetric = "latency_p99_ms"
+    tolerance: float = Field(default=0.2, ge=0, le=100)
+
+
 class ExperimentIn(StrictModel):
-    """Arms with weights, a salt for sticky assignment (default: the name), a status."""
+    """Arms with weights, a salt for sticky assignment (default: the name), a status, when it
+    started (default: kept, or now for a new experiment; the report's CUPED covariate is the
+    users' activity before it) and a guardrail (default: the settings')."""
 
     arms: list[ArmIn] = Field(min_length=1, max_length=20)
     salt: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
     status: Literal["running", "paused", "stopped"] = "running"
+    started_at: Annotated[datetime, AfterValidator(as_utc)] | None = None
+    guardrail: GuardrailIn | None = None
 
     @field_validator("arms")
     @classmethod
@@ -67,6 +83,10 @@ class ExperimentOut(BaseModel):
     salt: str = Field(description="hashed with the user id to pick the user's arm")
     status: str = Field(description="'running', 'paused' or 'stopped'")
     updated_at: str | None = Field(description="ISO 8601 time of the last change")
+    started_at: str | None = Field(
+        default=None, description="ISO 8601 start; activity before it is the CUPED covariate"
+    )
+    guardrail: GuardrailIn | None = Field(default=None, description="null: the settings'")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -79,46 +99,103 @@ class ExperimentOut(BaseModel):
                 "salt": "default",
                 "status": "running",
                 "updated_at": "2026-12-01T10:00:00+00:00",
+                "started_at": "2026-11-20T00:00:00+00:00",
+                "guardrail": {"metric": "latency_p99_ms", "tolerance": 0.2},
             }
         }
     )
 
 
 class Rate(BaseModel):
-    """A count among an arm's exposures and its rate with a 95% Wilson interval."""
+    """A ratio metric of an arm: exposures with an attributed event of the kind, their share of
+    the arm's exposures, and its interval (per-user delta method)."""
 
-    count: int
+    count: int = Field(description="exposures with at least one attributed event of the kind")
     rate: float | None = Field(description="count / exposures; null without exposures")
-    ci95: list[float] = Field(description="[low, high] 95% Wilson interval of the rate")
-
-
-class ProportionTest(BaseModel):
-    """Two-proportion z-test of an arm's rate against the control's."""
-
-    difference: float | None = Field(description="arm rate - control rate")
-    z: float | None
-    p_value: float | None = Field(description="two-sided; null when undefined")
-
-
-class ArmReport(BaseModel):
-    """One arm's exposures and attributed clicks and conversions."""
-
-    arm: str
-    exposures: int = Field(description="lists served by this arm")
-    clicks: Rate
-    conversions: Rate
-    vs_control: dict[str, ProportionTest] | None = Field(
-        default=None, description="per metric ('clicks', 'conversions'); null for the control"
+    ci95: list[float] | None = Field(
+        description="[low, high] 95% interval (always-valid unless sequential=false); null "
+        "with under two users"
     )
 
 
+class Revenue(BaseModel):
+    """Attributed purchase value of an arm, per user."""
+
+    total: float = Field(description="sum of the attributed purchases' value")
+    mean: float | None = Field(description="total / users")
+    ci95: list[float] | None = Field(description="[low, high] 95% interval of the mean")
+
+
+class Lift(BaseModel):
+    """One metric of an arm against the control's, per user (CUPED-adjusted unless cuped=false)."""
+
+    lift: float = Field(description="relative: arm / control - 1 (0.05 is 5% better)")
+    ci95: list[float] = Field(description="[low, high] 95% interval of the lift")
+    p_value: float = Field(description="two-sided, of no difference")
+    difference: float = Field(description="arm - control, in the metric's unit")
+    variance_reduction: float = Field(
+        description="share of the lift's variance CUPED removed; the interval narrows by "
+        "1 - sqrt(1 - this)"
+    )
+
+
+class Guardrail(BaseModel):
+    """An arm's guardrail value, flagged when worse than the control's beyond the tolerance."""
+
+    metric: str
+    value: float | None = Field(description="null when nothing was logged")
+    worse: bool = Field(description="worse than the control by more than the tolerance")
+
+
+class ArmReport(BaseModel):
+    """One arm's users, exposures, per-user metrics and comparison with the control."""
+
+    arm: str
+    users: int = Field(description="users exposed in this arm (the randomisation unit)")
+    exposures: int = Field(description="lists served by this arm")
+    clicks: Rate
+    conversions: Rate
+    revenue: Revenue
+    guardrail: Guardrail
+    vs_control: dict[str, Lift | None] | None = Field(
+        default=None,
+        description="per metric ('clicks', 'conversions', 'revenue'; null where the control "
+        "has none); null for the control and overrides",
+    )
+
+
+class SampleRatio(BaseModel):
+    """Chi-square test of users per arm against the configured weights."""
+
+    chi2: float
+    p_value: float
+    ok: bool = Field(description="false when p < 0.001: the split is broken, distrust the rest")
+
+
+class Analysis(BaseModel):
+    """How the report's numbers were computed."""
+
+    unit: str = Field(description="the unit metrics are computed per and compared over")
+    sequential: bool = Field(description="always-valid intervals (read at any time) or fixed")
+    method: str
+    alpha: float
+    tuning_users: int = Field(description="users at which the always-valid interval is tightest")
+    cuped: bool = Field(description="whether lifts are variance-reduced by the covariate")
+    covariate: str
+
+
 class ExperimentReport(BaseModel):
-    """Per arm: exposures, clicks, conversions, intervals, and tests against the first arm."""
+    """Per arm: users, exposures, per-user metrics with intervals, lifts against the first arm,
+    the sample-ratio check, the guardrail and warnings."""
 
     experiment: ExperimentOut
     attribution_window_s: float = Field(description="how long after an exposure an event counts")
     conversion_types: list[str] = Field(description="event types that count as conversions")
     control: str = Field(description="the arm the others are tested against")
+    analysis: Analysis
+    srm: SampleRatio
+    guardrail: GuardrailIn = Field(description="the guardrail in force")
+    warnings: list[str] = Field(description="broken split, guardrail breaches")
     arms: list[ArmReport]
 
     model_config = ConfigDict(
@@ -128,12 +205,27 @@ class ExperimentReport(BaseModel):
                 "attribution_window_s": 1800.0,
                 "conversion_types": ["purchase"],
                 "control": "control",
+                "analysis": {
+                    "unit": "user",
+                    "sequential": True,
+                    "method": "always-valid normal-mixture confidence sequence",
+                    "alpha": 0.05,
+                    "tuning_users": 5000,
+                    "cuped": True,
+                    "covariate": "events in the 14 days before started_at",
+                },
+                "srm": {"chi2": 0.4, "p_value": 0.53, "ok": True},
+                "guardrail": {"metric": "latency_p99_ms", "tolerance": 0.2},
+                "warnings": [],
                 "arms": [
                     {
                         "arm": "control",
+                        "users": 400,
                         "exposures": 1000,
-                        "clicks": {"count": 52, "rate": 0.052, "ci95": [0.04, 0.068]},
-                        "conversions": {"count": 9, "rate": 0.009, "ci95": [0.005, 0.017]},
+                        "clicks": {"count": 52, "rate": 0.052, "ci95": [0.038, 0.066]},
+                        "conversions": {"count": 9, "rate": 0.009, "ci95": [0.003, 0.015]},
+                        "revenue": {"total": 310.5, "mean": 0.78, "ci95": [0.2, 1.35]},
+                        "guardrail": {"metric": "latency_p99_ms", "value": 12.5, "worse": False},
                         "vs_control": None,
                     }
                 ],

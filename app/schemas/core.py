@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
     StringConstraints,
     TypeAdapter,
+    field_validator,
     model_validator,
 )
 from typing_extensions import TypedDict
@@ -330,6 +333,26 @@ class FilterIn(StrictModel):
     )
 
 
+class HistoryItem(StrictModel):
+    """An anonymous history's item with the time it was seen (a model with time gaps reads it)."""
+
+    item_id: Id
+    timestamp: datetime | None = Field(
+        default=None, description="ISO 8601, epoch seconds or milliseconds"
+    )
+
+
+def _entry(value: Any) -> Any:
+    """A bare item id is an entry without a time: errors then name `item_id`, not a union arm."""
+    return {"item_id": value} if isinstance(value, str) else value
+
+
+# A history entry: an item id, or {"item_id", "timestamp"}.
+HistoryEntry = Annotated[
+    HistoryItem, BeforeValidator(_entry, json_schema_input_type=Id | HistoryItem)
+]
+
+
 class RecommendBody(StrictModel):
     """POST /recommend: the GET parameters as JSON, plus a history for anonymous sessions."""
 
@@ -338,10 +361,12 @@ class RecommendBody(StrictModel):
     model: Name | None = None
     experiment: Name | None = None
     exclude: list[Id] = Field(default_factory=list, max_length=10_000)
-    history: list[Id] | None = Field(
+    history: list[HistoryEntry] | None = Field(
         default=None,
         max_length=10_000,
-        description="recent item ids, oldest first; replaces the stored history",
+        description="recent items, oldest first; replaces the stored history. Each an item id, "
+        'or {"item_id", "timestamp"}: every entry with a time or none (times not known). '
+        "SASRec with time gaps reads the times",
     )
     explain: bool = Field(default=False, description="say which history items led to each item")
     repeats: bool | None = Field(
@@ -350,6 +375,35 @@ class RecommendBody(StrictModel):
         "setting RECSYS_ALLOW_REPEATS. Disliked and hidden items stay out",
     )
     filter: FilterIn | None = Field(default=None, description="which items the list may hold")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "user_id": "anon-7f3a",
+                "k": 10,
+                "history": [
+                    {"item_id": "1193", "timestamp": "2026-11-28T09:30:00Z"},
+                    {"item_id": "661", "timestamp": "2026-11-28T09:32:10Z"},
+                ],
+            }
+        }
+    )
+
+    @field_validator("history")
+    @classmethod
+    def _times_whole(cls, history: list[HistoryItem] | None) -> list[HistoryItem] | None:
+        """Times for every entry or none, plausible, oldest first."""
+        if history is None:
+            return history
+        stamps = [as_utc(e.timestamp) for e in history if e.timestamp is not None]
+        if 0 < len(stamps) < len(history):
+            raise ValueError("give every history entry a timestamp, or none")
+        latest = datetime.now(UTC) + timedelta(seconds=MAX_FUTURE_SKEW_S)
+        if stamps and not EARLIEST_EVENT <= min(stamps) <= max(stamps) <= latest:
+            raise ValueError("history timestamps must lie after 1995 and not in the future")
+        if any(b < a for a, b in itertools.pairwise(stamps)):
+            raise ValueError("history timestamps must not decrease (oldest first)")
+        return history
 
 
 class SimilarItems(BaseModel):

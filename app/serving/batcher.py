@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from app.serving.registry import LoadedModel
-from app.serving.scoring import rank_rows
+from app.serving.scoring import rank_scored
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,12 @@ class Encoded:
     ranked_over: int  # how many items the list was ranked over
 
 
-# Per waiting request: the history the model encodes, the items to mask, the answer's future.
 # Per waiting request: its history, the items to leave out of its list, its history's event
-# weights (None: all 1), and the future its row resolves.
-Pending = list[tuple[np.ndarray, np.ndarray, np.ndarray | None, asyncio.Future[Encoded]]]
+# weights (None: all 1), its items' event times (None: not known or not read by the model), and
+# the future its row resolves.
+Pending = list[
+    tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, asyncio.Future[Encoded]]
+]
 
 
 def _encode(
@@ -44,24 +46,46 @@ def _encode(
     masked: Sequence[np.ndarray],
     limit: int,
     weights: Sequence[np.ndarray | None] = (),
+    times: Sequence[np.ndarray | None] = (),
 ) -> list[Encoded]:
     """User vectors and their top-`limit` lists, the batch scored in one matrix product; runs
     on the worker thread, off the event loop. `weights`: per history, its items' event weights
-    (None: all 1); with none at all the model folds in unweighted, as before."""
+    (None: all 1); with none at all the model folds in unweighted, as before. `times`: per
+    history, its items' event times (None: not known), for a model that reads them."""
     weighted = None
     if any(w is not None for w in weights):
         weighted = [
             np.ones(len(h)) if w is None else w for h, w in zip(histories, weights, strict=True)
         ]
     with torch.inference_mode():  # thread-local: set here, not on the loop's thread
-        vectors = (
-            model.model.user_vectors(histories)
-            if weighted is None
-            else model.model.user_vectors(histories, weights=weighted)
-        ).to(torch.float32)  # (B, D)
-    ranked = rank_rows(model.item_vectors, vectors, masked, limit)
+        vectors = _user_vectors(model, histories, weighted, times).to(torch.float32)  # (B, D)
+    ranked = rank_scored(model.scores(vectors), masked, limit)
     items = int(model.item_vectors.shape[0])
     return [Encoded(v, r, s, items) for v, (r, s) in zip(vectors, ranked, strict=True)]
+
+
+def _user_vectors(
+    model: LoadedModel,
+    histories: Sequence[np.ndarray],
+    weighted: list[np.ndarray] | None,
+    times: Sequence[np.ndarray | None],
+) -> torch.Tensor:
+    """The model's user vectors (B, D); histories with times and those without (the model's
+    "unknown" times) are encoded in separate calls, as a model reads a batch's times whole."""
+    extra = {} if weighted is None else {"weights": weighted}
+    stamps = [t for t in times if t is not None]
+    if not stamps:
+        return model.model.user_vectors(histories, **extra)
+    if len(stamps) == len(histories):
+        return model.model.user_vectors(histories, stamps, **extra)
+    timed = [n for n, t in enumerate(times) if t is not None]
+    untimed = [n for n, t in enumerate(times) if t is None]
+    out = torch.empty(len(histories), model.dim)
+    for rows, given in ((timed, stamps), (untimed, None)):
+        part = {} if weighted is None else {"weights": [weighted[n] for n in rows]}
+        encoded = model.model.user_vectors([histories[n] for n in rows], given, **part)
+        out[torch.tensor(rows)] = encoded.to(torch.float32)
+    return out
 
 
 class EncodeBatcher:
@@ -91,15 +115,16 @@ class EncodeBatcher:
         history: np.ndarray,
         masked: np.ndarray | None = None,
         weights: np.ndarray | None = None,
+        times: np.ndarray | None = None,
     ) -> Encoded:
-        """The user vector (D,) of one history of item indices (with their event weights), with
-        its ranked list of the items not in `masked` (default: the history)."""
+        """The user vector (D,) of one history of item indices (with their event weights and
+        times), with its ranked list of the items not in `masked` (default: the history)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Encoded] = loop.create_future()
         entry = self.pending.get(model.cache_field)
         if entry is None:
             entry = self.pending[model.cache_field] = (model, [])
-        entry[1].append((history, history if masked is None else masked, weights, future))
+        entry[1].append((history, history if masked is None else masked, weights, times, future))
         if not self.busy:
             # The worker starts on the next loop iteration, so misses of this one join the batch.
             self.busy = True
@@ -121,17 +146,17 @@ class EncodeBatcher:
         if self.on_batch is not None:
             self.on_batch(len(batch))
         loop = asyncio.get_running_loop()
-        histories, masked = [h for h, _, _, _ in batch], [m for _, m, _, _ in batch]
-        weights = [w for _, _, w, _ in batch]
+        histories, masked = [h for h, *_ in batch], [m for _, m, *_ in batch]
+        weights, times = [w for _, _, w, _, _ in batch], [t for _, _, _, t, _ in batch]
         work = loop.run_in_executor(
-            self.executor, _encode, model, histories, masked, self.ranked_items, weights
+            self.executor, _encode, model, histories, masked, self.ranked_items, weights, times
         )
         work.add_done_callback(lambda done: self._resolve(done, batch))
 
     def _resolve(self, done: asyncio.Future[list[Encoded]], batch: Pending) -> None:
         """Give each waiter its row (or the error), then start the next batch."""
         error = done.exception()
-        for row, (_, _, _, future) in enumerate(batch):
+        for row, (*_, future) in enumerate(batch):
             if future.done():  # the caller went away
                 continue
             if error is not None:

@@ -125,8 +125,8 @@ class Shape:
         if not len(candidates):
             return []
         vector = torch.from_numpy(state.vector.copy())  # (D,)
-        if len(candidates) * 4 > len(ids):  # a wide filter: one product, then pick
-            scores = (vectors @ vector).numpy()[candidates].astype(np.float64)
+        if len(candidates) * 4 > len(ids) or not self.model.dot_scored:  # score all, then pick
+            scores = self.model.scores(vector[None, :])[0].numpy()[candidates].astype(np.float64)
         else:  # a narrow one: only the allowed rows
             scores = (vectors[torch.from_numpy(candidates)] @ vector).numpy().astype(np.float64)
         bias = self.bias()

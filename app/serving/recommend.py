@@ -18,7 +18,7 @@ from app.observability import new_id
 from app.serving.merchandise import Shape, popular_fill, shape_of
 from app.serving.registry import LoadedModel
 from app.serving.rules import Merchandising
-from app.serving.scoring import rank_rows
+from app.serving.scoring import rank_scored
 from app.serving.services import Ask, Services
 from app.serving.state import UserState, masked_ids, user_state
 
@@ -100,7 +100,7 @@ def top_k(
         return answer
     blocked = np.concatenate([state.seen, np.asarray([*excluded, *inactive], dtype=np.int64)])
     vector = torch.from_numpy(state.vector.copy())[None, :]  # (1, D)
-    [(ranked, values)] = rank_rows(model.item_vectors, vector, [blocked], k)
+    [(ranked, values)] = rank_scored(model.scores(vector), [blocked], k)
     item_ids = model.item_ids
     return [(item_ids[i], v) for i, v in zip(ranked.tolist(), values.tolist(), strict=True)]
 
@@ -195,6 +195,8 @@ async def recommend(ask: Ask, services: Services) -> dict[str, Any]:
             "variant": variant,
             "items": {"items": item_ids},
             "created_at": datetime.now(UTC),
+            "latency_ms": scored.seconds * 1000,  # the experiment report's guardrail
+            "fallback": scored.fallback,
         }
     )
     return {

@@ -61,6 +61,21 @@ class LoadedModel:
         return int(self.item_vectors.shape[1])
 
     @property
+    def dot_scored(self) -> bool:
+        """True when a score is the dot product with `item_vectors`: every model except those
+        that override `Recommender.score_vectors` (NeuMF scores through its network)."""
+        scorer = getattr(type(self.model), "score_vectors", Recommender.score_vectors)
+        return scorer is Recommender.score_vectors  # test doubles without one score by dot
+
+    def scores(self, vectors: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Scores of items [start:] for user vectors (B, D): (B, I - start), a new tensor; every
+        serving score comes from here."""
+        if self.dot_scored:
+            return vectors @ self.item_vectors[start:].T
+        with torch.inference_mode():  # no new items: such models have no `item_vectors_for`
+            return self.model.score_vectors(vectors)[:, start:]
+
+    @property
     def cache_field(self) -> str:
         """The cache key part that ties a user vector to this exact version."""
         return f"{self.name}:{self.version}"
@@ -96,10 +111,6 @@ def load_version(path: Path) -> LoadedModel:
     """Load and validate one checkpoint directory (raises CheckpointError)."""
     checkpoint = load_checkpoint(path)
     model = checkpoint.model
-    if model.uses_times:  # its served lists would differ from its offline ones
-        raise CheckpointError(
-            f"{path}: the model reads event times (time_gaps), which serving does not pass yet"
-        )
     with torch.inference_mode():
         vectors = model.item_vectors().detach().to(torch.float32).contiguous()
     item_ids = checkpoint.item_ids.to_json()

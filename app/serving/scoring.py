@@ -1,4 +1,4 @@
-"""Exact top-k lists as serving keeps them: models.base.rank_items per row, as NumPy."""
+"""Exact top-k lists as serving keeps them: models.base.rank_scores per row, as NumPy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from models.base import rank_items
+from models.base import rank_scores
 
 Ranked = tuple[np.ndarray, np.ndarray]  # item indices (int32, best first), their scores (f32)
 
@@ -16,9 +16,15 @@ def rank_rows(
     item_vectors: torch.Tensor, vectors: torch.Tensor, blocked: Sequence[np.ndarray], k: int
 ) -> list[Ranked]:
     """Per row of `vectors` (B, D): its best k item indices and scores, the row's `blocked`
-    items left out (fewer than k when fewer are left). One matrix product for the batch, by the
-    ranking function offline evaluation runs too."""
-    indices, values = rank_items(item_vectors, vectors, blocked, k)
+    items left out (fewer than k when fewer are left). One matrix product for the batch."""
+    return rank_scored(vectors @ item_vectors.T, blocked, k)
+
+
+def rank_scored(scores: torch.Tensor, blocked: Sequence[np.ndarray], k: int) -> list[Ranked]:
+    """Per row of `scores` (B, I) (`LoadedModel.scores`): its best k item indices and scores,
+    the row's `blocked` items left out (fewer than k when fewer are left), by the ranking
+    function offline evaluation runs too."""
+    indices, values = rank_scores(scores, blocked, k)
     out = []
     for top, top_values in zip(indices.numpy(), values.numpy(), strict=True):
         kept = int(np.count_nonzero(top_values != -np.inf))  # masked items sort last

@@ -52,6 +52,7 @@ class Ask:
     experiment: str | None = None
     exclude: tuple[str, ...] = ()
     history: tuple[str, ...] | None = None  # anonymous session: replaces the stored history
+    times: tuple[int, ...] | None = None  # its items' event times (epoch seconds), when given
     explain: bool = False  # each item of the model's list says which history items led to it
     # Seen items may come back (consumables); None: the setting allow_repeats decides.
     repeats: bool | None = None

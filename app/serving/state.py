@@ -4,7 +4,7 @@ and hidden items, app.ingest.meaning), packed into one entry."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -143,7 +143,8 @@ class UserState:
         self, model: LoadedModel, ranked: Iterable[tuple[int, float]], blocked: Set[int]
     ) -> list[tuple[int, float]]:
         """The ranked list merged with the items added to the model after it was ranked."""
-        scores = model.item_vectors[self.ranked_over :] @ torch.from_numpy(self.vector.copy())
+        vector = torch.from_numpy(self.vector.copy())[None, :]  # (1, D)
+        scores = model.scores(vector, self.ranked_over)[0]
         seen = set(self.seen.tolist())
         added = [
             (index, value)
@@ -215,7 +216,7 @@ async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
     if ask.history is not None:
         history = list(ask.history)
         marks = Marks(seen=frozenset(history))
-        state = await encode(model, history, marks, services)
+        state = await encode(model, history, marks, services, times=ask.times)
         return Found(state and state.for_request(repeats), history, marks)
     seen = await services.cache.lookup(ask.user_id, model.cache_field)
     state = None if seen.vector is None else UserState.unpack(seen.vector, model.dim)
@@ -223,24 +224,27 @@ async def user_state(ask: Ask, model: LoadedModel, services: Services) -> Found:
     metrics.child(metrics.cache_lookups, "miss" if state is None else "hit").inc()
     if state is not None:
         return Found(state.for_request(repeats))
-    history, bits = await missing(ask, seen, services)
+    history, bits, times = await missing(ask, seen, services)
     marks = marks_of(bits, services)
-    state = await encode(model, history, marks, services, bits)
+    state = await encode(model, history, marks, services, bits, times)
     if state is not None or (seen.history is None and history) or (seen.marks is None and bits):
         await services.cache.store(
             seen,
             None if state is None else state.pack(),
             history if seen.history is None else None,
             bits if seen.marks is None else None,
+            times if seen.history is None else None,
         )
     return Found(state and state.for_request(repeats), history, marks)
 
 
-async def missing(ask: Ask, seen: Lookup, services: Services) -> tuple[list[str], dict[str, int]]:
-    """The history and marks the lookup found, the rest read from the database (one round
-    trip)."""
+async def missing(
+    ask: Ask, seen: Lookup, services: Services
+) -> tuple[list[str], dict[str, int], list[int] | None]:
+    """The history, marks and the history's times the lookup found, the rest read from the
+    database (one round trip)."""
     if seen.history is not None and seen.marks is not None:
-        return seen.history, seen.marks
+        return seen.history, seen.marks, seen.times
     read = await services.history.read(
         ask.user_id,
         services.settings.history_len,
@@ -248,12 +252,13 @@ async def missing(ask: Ask, seen: Lookup, services: Services) -> tuple[list[str]
         marks=seen.marks is None,
     )
     history = seen.history if seen.history is not None else read.history or []
+    times = seen.times if seen.history is not None else read.times
     bits = (
         seen.marks
         if seen.marks is not None
         else fold_marks(read.marks or [], RatingRule.of(services.settings))
     )
-    return history, bits
+    return history, bits, times
 
 
 async def encode(
@@ -262,13 +267,17 @@ async def encode(
     marks: Marks,
     services: Services,
     bits: Mapping[str, int] | None = None,
+    times: Sequence[int] | None = None,
 ) -> UserState | None:
-    """The model's vector of a history (SASRec's encoder, MF's fold-in) and its ranked list
-    without the masked items (seen and hidden; hidden only under allow_repeats); None when the
-    model knows none of the history's items."""
-    indices = np.asarray(model.indices(history), dtype=np.int64)
-    # Items added after training (content vectors only) are masked but not encoded.
-    trained = indices < model.trained_items
+    """The model's vector of a history (SASRec's encoder, MF's fold-in; with the items' event
+    times for a model that reads them, None: not known) and its ranked list without the masked
+    items (seen and hidden; hidden only under allow_repeats); None when the model knows none of
+    the history's items."""
+    index = model.item_index
+    indices = np.fromiter((index.get(item, -1) for item in history), np.int64, len(history))
+    # Unknown items are left out; items added after training (content vectors only) are masked
+    # but not encoded. `trained` selects the same items' weights and times.
+    trained = (indices >= 0) & (indices < model.trained_items)
     known = indices[trained]
     if not len(known):
         return None
@@ -277,8 +286,13 @@ async def encode(
     hidden = _indices(model, marks.hidden)
     repeatable = _indices(model, marks.seen - marks.hidden) if repeats else EMPTY
     seen = hidden if repeats else _indices(model, marks.seen | marks.hidden)
+    stamps = (
+        np.asarray(times, dtype=np.int64)[trained]
+        if times is not None and model.model.uses_times
+        else None
+    )
     encoded = await services.encoder.encode(
-        model, known, seen.astype(np.int64), None if weights is None else weights[trained]
+        model, known, seen.astype(np.int64), None if weights is None else weights[trained], stamps
     )
     return UserState(
         encoded.vector.numpy(),

@@ -19,7 +19,7 @@ import time
 import uuid
 from array import array
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ async def read_events(
     sessionmaker: async_sessionmaker[AsyncSession],
     weights: dict[str, float],
     rule: RatingRule = DEFAULT_RULE,
+    since: datetime | None = None,
 ) -> EventData:
     """Stream the model-input events out of the database, each with its type's weight, memory
     bounded: ids are interned as they arrive, the columns are compact arrays.
@@ -101,14 +102,15 @@ async def read_events(
     never dislike or hide, never a rating at or below the rule's negative_max (a neutral rating
     is input). Negative events are left out of training (research/results/negatives.md: on
     validation, iALS with dislikes as weighted zero targets was no better than without them);
-    serving masks the disliked items instead."""
+    serving masks the disliked items instead. `since`: only events at or after it (the
+    retrain window)."""
     data = EventData()
     user_index: dict[str, int] = {}
     item_index: dict[str, int] = {}
     types = input_types(weights)
     async with sessionmaker() as session:
         late = LateEvents(await repo.erasure_times(session=session))
-        async for rows in repo.stream_events(session=session, types=types):
+        async for rows in repo.stream_events(session=session, types=types, since=since):
             for user_id, item_id, kind, moment, _, value in rows:
                 if late and late.covers(user_id, moment):  # erased, arrived late
                     continue
@@ -269,7 +271,9 @@ async def retrain(
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[Outcome]:
     """One run: read the events, split, then train and gate each model in turn."""
-    data = await read_events(sessionmaker, settings.event_weights, RatingRule.of(settings))
+    data = await read_events(
+        sessionmaker, settings.event_weights, RatingRule.of(settings), window_start(settings)
+    )
     split = data.split(settings.retrain_min_events)
     if split.num_users < settings.retrain_min_users:
         raise TooLittleData(
@@ -301,3 +305,10 @@ async def content_features(
         return None
     encoder = TextEncoder(settings.text_encoder)
     return await catalog_features(sessionmaker, encoder, split.item_ids.ids)
+
+
+def window_start(settings: Settings, now: datetime | None = None) -> datetime | None:
+    """The oldest event time retrain reads (RECSYS_RETRAIN_WINDOW_DAYS), None: all."""
+    if settings.retrain_window_days is None:
+        return None
+    return (now or datetime.now(UTC)) - timedelta(days=settings.retrain_window_days)

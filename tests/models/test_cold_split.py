@@ -112,7 +112,8 @@ def test_compare_reports_the_cold_and_warm_slices(tmp_path: Path) -> None:
         assert mixed == pytest.approx(row["test"]["hr@10"])
     assert "## Test: cold items" in (tmp_path / "compare.md").read_text()
     assert (tmp_path / "cold_vs_warm.png").is_file()
-    meta = json.loads((tmp_path / "checkpoints" / "content" / "meta.json").read_text())
+    meta_path = tmp_path / "checkpoints" / "content" / "seed-0" / "meta.json"
+    meta = json.loads(meta_path.read_text())
     assert meta["content"] == content.meta and meta["content_encoder"] == "none"
 
 

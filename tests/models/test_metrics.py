@@ -11,7 +11,15 @@ import torch
 
 from models.base import History
 from models.data import EvalSet
-from models.metrics import evaluate, evaluate_vectors, target_ranks
+from models.metrics import (
+    bootstrap_mean,
+    evaluate,
+    evaluate_users,
+    evaluate_vectors,
+    ndcg_at,
+    paired_bootstrap,
+    target_ranks,
+)
 
 
 class FixedScores:
@@ -112,3 +120,62 @@ def test_evaluate_vectors_matches_evaluate() -> None:
     direct = evaluate_vectors(users, items, data)
     via_scores = evaluate(FixedScores((users @ items.T).tolist()), data)
     assert direct == pytest.approx(via_scores)
+
+
+def test_per_user_values_come_in_user_order_and_average_to_the_means() -> None:
+    rows = [[0.9, 0.1, 0.5, 0.3], [0.9, 0.1, 0.5, 0.3], [0.9, 0.1, 0.5, 0.3]]
+    data = EvalSet([np.zeros(0, np.int64)] * 3, np.array([0, 3, 1]))
+    result = evaluate_users(FixedScores(rows), data, ks=(1, 3), batch_size=2)  # type: ignore[arg-type]
+    per_user = result.per_user
+    assert set(per_user) == {"hr@1", "ndcg@1", "hr@3", "ndcg@3", "mrr"}
+    assert per_user["hr@3"].tolist() == [1.0, 1.0, 0.0]  # ranks 1, 3, 4
+    assert per_user["ndcg@3"] == pytest.approx([1.0, ndcg_at(3, 3), 0.0])
+    assert per_user["mrr"] == pytest.approx([1.0, 1 / 3, 1 / 4])
+    for name, values in per_user.items():
+        assert values.mean() == pytest.approx(result.means[name])
+    assert result.means == evaluate(FixedScores(rows), data, ks=(1, 3))  # type: ignore[arg-type]
+
+
+def test_paired_bootstrap_of_a_known_difference() -> None:
+    rng = np.random.default_rng(1)
+    b = rng.random(2000)
+    mean, low, high = paired_bootstrap(b + 0.05, b)
+    assert mean == pytest.approx(0.05) and low == pytest.approx(0.05)
+    assert high == pytest.approx(0.05)  # a constant difference has no spread
+    noisy = b + 0.05 + rng.normal(0, 0.1, 2000)
+    mean, low, high = paired_bootstrap(noisy, b)
+    half_width = 1.96 * 0.1 / np.sqrt(2000)  # the normal interval's half width, about 0.0044
+    assert low < mean < high and mean == pytest.approx(0.05, abs=0.01)
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.15)
+
+
+def test_equal_arrays_give_a_zero_width_interval_at_zero() -> None:
+    values = np.random.default_rng(2).random(500)
+    assert paired_bootstrap(values, values.copy()) == (0.0, 0.0, 0.0)
+
+
+def test_a_clear_gain_excludes_zero_and_a_noisy_one_includes_it() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.random(3000)
+    clear = base + rng.normal(0.02, 0.1, 3000)  # 0.02 is about 11 standard errors
+    _, low, high = paired_bootstrap(clear, base)
+    assert 0 < low < high
+    noise = base + rng.normal(0.0, 0.1, 3000)  # no true difference
+    noise -= (noise - base).mean()  # exactly 0 on average
+    _, low, high = paired_bootstrap(noise, base)
+    assert low < 0 < high
+
+
+def test_bootstrap_is_deterministic_by_seed() -> None:
+    values = np.random.default_rng(4).normal(size=700)
+    first = bootstrap_mean(values, resamples=1200, seed=5)
+    assert bootstrap_mean(values, resamples=1200, seed=5) == first
+    assert bootstrap_mean(values, resamples=1200, seed=6) != first
+    assert first[0] == pytest.approx(values.mean())
+
+
+def test_paired_bootstrap_refuses_unpaired_values() -> None:
+    with pytest.raises(ValueError, match="same users"):
+        paired_bootstrap(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="no per-user values"):
+        bootstrap_mean(np.zeros(0))

@@ -325,7 +325,7 @@ def test_time_gaps_learn_what_the_time_between_items_tells() -> None:
     histories, times = gap_walks()
     timed = SASRec(NUM_ITEMS, tiny_config(time_gaps=True, epochs=40, patience=40))
     timed.fit(histories, times=times)
-    plain = SASRec(NUM_ITEMS, tiny_config(epochs=40, patience=40))
+    plain = SASRec(NUM_ITEMS, tiny_config(time_gaps=False, epochs=40, patience=40))
     plain.fit(histories)
     test_histories, test_times = gap_walks(60, seed=1)
     assert gap_accuracy(timed, test_histories, test_times) >= 0.9
@@ -403,3 +403,11 @@ def test_explain_looks_at_the_last_max_len_items_only(trained: SASRec) -> None:
     history = np.arange(20) % NUM_ITEMS  # max_len is 12: items 8..19 are encoded
     reasons = trained.explain(history, trained.item_vectors()[[20, 5]], k=12)
     assert all(set(r) <= set(range(8, 20)) for r in reasons)
+
+
+def test_a_config_stored_before_time_gaps_loads_without_them() -> None:
+    # time_gaps is on by default now; a checkpoint saved before the field existed had it off.
+    model = SASRec(NUM_ITEMS, tiny_config(time_gaps=False))
+    stored = {k: v for k, v in model.config_dict().items() if k != "time_gaps"}
+    loaded = SASRec.from_state(stored, model.state_tensors())
+    assert not loaded.uses_times and SASRecConfig().time_gaps

@@ -49,8 +49,9 @@ async def long_history(client: httpx.AsyncClient, user: str, old: int, recent: i
 
 @pytest.fixture
 async def client(serving_settings: Settings) -> httpx.AsyncClient:  # type: ignore[override]
-    """A client of an app that serves the tiny trained models."""
-    async with running_app(serving_settings) as http:
+    """A client of an app that serves the tiny trained models, with a 200-event model input
+    (`long_history` puts the old items beyond it)."""
+    async with running_app(serving_settings.model_copy(update={"history_len": 200})) as http:
         yield http  # type: ignore[misc]
 
 

@@ -121,3 +121,46 @@ async def test_empty_marks_are_cached(cache: CacheBackend) -> None:
     assert await cache.store(await cache.lookup("c", "mf:v1"), None, None, {})
     assert await cache.get_marks("c") == {}
     assert (await cache.lookup("c", "mf:v1")).marks == {}
+
+
+async def test_the_history_keeps_each_items_event_time(cache: CacheBackend) -> None:
+    # SASRec with time gaps reads the times: they travel with the items, capped alike.
+    seen = await cache.lookup("a", "mf:v1")
+    assert await cache.store(seen, None, ["1", "é 2", '"3"'], None, [100, 160, 160])
+    found = await cache.lookup("a", "mf:v1")
+    assert (found.history, found.times) == (["1", "é 2", '"3"'], [100, 160, 160])
+    await cache.append_history({"a": ["4", "5", "6"]}, None, {"a": [200, 3600, 1_800_000_000]})
+    found = await cache.lookup("a", "mf:v1")
+    assert found.history == ["é 2", '"3"', "4", "5", "6"]
+    assert found.times == [160, 160, 200, 3600, 1_800_000_000]
+    assert await cache.get_history("a") == found.history
+
+
+async def test_a_history_without_times_reads_as_times_unknown(cache: CacheBackend) -> None:
+    assert await cache.store(await cache.lookup("a", "mf:v1"), None, ["1", "2"])
+    found = await cache.lookup("a", "mf:v1")
+    assert found.history == ["1", "2"] and found.times is None
+    await cache.store(await cache.lookup("b", "mf:v1"), None, ["1"], None, [5])
+    await cache.append_history({"b": ["2"]})  # one item without a time: not all are known
+    found = await cache.lookup("b", "mf:v1")
+    assert found.history == ["1", "2"] and found.times is None
+
+
+async def test_a_history_cached_before_times_reloads(redis_prefix: str) -> None:
+    # Redis may hold a list of plain ids from before times were cached: a miss, not a crash.
+    prefix = f"{redis_prefix}{uuid.uuid4().hex[:6]}:"
+    cache = RedisCache(REDIS_URL, prefix=prefix, history_len=5, ttl_s=60, timeout_s=1)
+    try:
+        await cache.client.rpush(f"{prefix}hist:a", "1", "2")
+        found = await cache.lookup("a", "mf:v1")
+        assert found.history is None and found.times is None  # read from the database
+        assert await cache.get_history("a") == ["1", "2"]  # the ids still read as ids
+        await cache.append_history({"a": ["3"]}, None, {"a": [300]})  # old and new mixed
+        found = await cache.lookup("a", "mf:v1")
+        assert found.history is None
+        assert await cache.store(found, None, ["1", "2", "3"], None, [100, 200, 300])
+        found = await cache.lookup("a", "mf:v1")
+        assert (found.history, found.times) == (["1", "2", "3"], [100, 200, 300])
+    finally:
+        await cache.drop_users(["a"], history=True)
+        await cache.close()

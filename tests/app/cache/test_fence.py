@@ -29,10 +29,10 @@ class GatedCache(LocalCache):
         self.dropped.append(list(user_ids))
         await super().drop_users(user_ids, history=history)
 
-    async def append_history(self, histories: Any, marks: Any = None) -> None:
+    async def append_history(self, histories: Any, marks: Any = None, times: Any = None) -> None:
         if self.fail:
             raise ConnectionError("down")
-        await super().append_history(histories)
+        await super().append_history(histories, marks, times)
 
 
 async def test_a_failed_invalidation_fences_the_user_until_replayed() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,51 @@ def test_cli_compare_on_a_cold_item_split_with_item_texts(tmp_path: Path) -> Non
         cli, ["compare", "--data", str(ratings), "--out", str(out), "--models", "content"]
     )
     assert result.exit_code != 0 and "reads item content" in result.output
+
+
+def _fake_quantize(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    """A models.quantize whose quantize_model records the precision and returns the model."""
+
+    def quantize_model(model: object, precision: str) -> object:
+        calls.append(precision)
+        return model
+
+    module = types.ModuleType("models.quantize")
+    module.quantize_model = quantize_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "models.quantize", module)
+
+
+def test_cli_compare_over_seeds_with_a_cap_and_a_derived_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    _fake_quantize(monkeypatch, calls)
+    ratings, out = write_ratings_csv(tmp_path / "ratings.csv"), tmp_path / "cmp"
+    args = ["compare", "--data", str(ratings), "--out", str(out), "--models", "popularity,mf"]
+    args += ["--seeds", "0,1", "--max-seeds", "popularity=1", "--derive", "mf-int8"]
+    args += [x for k, v in FAST_MF.items() for x in ("--set", f"mf.{k}={v}")]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = {row["model"]: row for row in json.loads((out / "compare.json").read_text())["rows"]}
+    assert rows["popularity"]["seeds"] == [0] and rows["mf"]["seeds"] == [0, 1]
+    assert rows["mf-int8"]["derived_from"] == "mf" and calls == ["int8", "int8"]
+    assert "Fewer seeds than requested: popularity." in result.output
+    assert (out / "checkpoints" / "mf" / "seed-1" / "weights.safetensors").is_file()
+
+
+def test_cli_compare_refuses_bad_seed_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ratings = write_ratings_csv(tmp_path / "ratings.csv")
+    base = ["compare", "--data", str(ratings), "--out", str(tmp_path / "c"), "--models", "mf"]
+    for extra, message in (
+        (["--seeds", "0,x"], "expected integers"),
+        (["--max-seeds", "mf"], "expected MODEL=N"),
+        (["--max-seeds", "ease=1"], "max seeds ease=1"),
+        (["--derive", "mf-int4"], "ends in -int8 or -fp16"),
+    ):
+        result = runner.invoke(cli, base + extra)
+        assert result.exit_code != 0 and message in result.output, result.output
+    monkeypatch.setitem(sys.modules, "models.quantize", None)  # as if the module were missing
+    result = runner.invoke(cli, [*base, "--derive", "mf-fp16"])
+    assert result.exit_code != 0 and "needs models.quantize.quantize_model" in result.output

@@ -54,6 +54,21 @@ async def test_put_get_and_validation(client: httpx.AsyncClient) -> None:
     assert response.status_code == 422 and response.json()["detail"][0]["loc"][-1] == "weight"
 
 
+async def test_start_and_guardrail_are_stored(client: httpx.AsyncClient) -> None:
+    first = (await client.put("/experiments/home", json=ARMS)).json()
+    assert first["started_at"] is not None and first["guardrail"] is None
+    again = (await client.put("/experiments/home", json={**ARMS, "status": "paused"})).json()
+    assert again["started_at"] == first["started_at"]  # a change keeps the start
+    guardrail = {"metric": "fallback_rate", "tolerance": 0.1}
+    body = {**ARMS, "started_at": "2026-11-01T00:00:00Z", "guardrail": guardrail}
+    stored = (await client.put("/experiments/home", json=body)).json()
+    assert stored["started_at"].startswith("2026-11-01T00:00:00")
+    assert (await client.get("/experiments/home")).json()["guardrail"] == guardrail
+    bad = {**ARMS, "guardrail": {"metric": "speed"}}
+    response = await client.put("/experiments/home", json=bad)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"][-1] == "metric"
+
+
 async def test_sticky_arms_and_override(client: httpx.AsyncClient) -> None:
     await client.put("/experiments/default", json=ARMS)
     seen = set()

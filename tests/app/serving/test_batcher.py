@@ -58,8 +58,12 @@ class SlowEncoder:
 
 
 async def test_the_loop_keeps_serving_while_the_worker_encodes() -> None:
+    items = torch.ones(8, 4)
     slow: Any = SimpleNamespace(
-        cache_field="slow:v1", model=SlowEncoder(), item_vectors=torch.ones(8, 4)
+        cache_field="slow:v1",
+        model=SlowEncoder(),
+        item_vectors=items,
+        scores=lambda vectors, start=0: vectors @ items[start:].T,  # LoadedModel.scores
     )
     sizes: list[int] = []
     batcher = EncodeBatcher(on_batch=sizes.append)
@@ -83,3 +87,21 @@ async def test_the_loop_keeps_serving_while_the_worker_encodes() -> None:
     assert sizes == [1, 3]  # the misses that arrived meanwhile formed the next batch
     assert [float(e.vector[0]) for e in vectors] == [1.0, 2.0, 3.0, 4.0]  # each got its row
     assert ticks >= 10  # 0.4 s of encoding did not stall the event loop
+
+
+async def test_histories_with_and_without_times_share_a_batch(trained_models: Path) -> None:
+    model = load_version(trained_models / "sasrec" / "v1")
+    assert model.model.uses_times  # the default config: time gaps
+    sizes: list[int] = []
+    batcher = EncodeBatcher(on_batch=sizes.append, ranked_items=5)
+    histories = [np.array(h, dtype=np.int64) for h in ([1, 2, 3], [4, 5], [7, 8, 9])]
+    times = [np.array([0, 5, 90_000]), None, np.array([0, 4000, 4001])]
+    encoded = await asyncio.gather(
+        *(batcher.encode(model, h, times=t) for h, t in zip(histories, times, strict=True))
+    )
+    assert sizes == [3]
+    for history, stamps, got in zip(histories, times, encoded, strict=True):
+        alone = model.model.user_vectors([history], None if stamps is None else [stamps])[0]
+        assert torch.allclose(got.vector, alone, atol=1e-5)  # each row with its own times
+    unknown = model.model.user_vectors([histories[0]])[0]
+    assert not torch.allclose(encoded[0].vector, unknown, atol=1e-4)

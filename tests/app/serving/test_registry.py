@@ -1,13 +1,13 @@
-"""The registry refuses checkpoints it cannot serve as they were evaluated."""
+"""The registry serves checkpoints as they were evaluated, event times included."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import numpy as np
+import torch
 
 from app.serving.registry import load_version
-from models.checkpoint import CheckpointError
 from models.train import save_trained, train_model
 from tests.models.conftest import random_loo
 
@@ -21,10 +21,14 @@ TINY_GAPS = {
 }
 
 
-def test_a_checkpoint_that_reads_event_times_is_refused(tmp_path: Path) -> None:
-    # Serving does not pass event times yet: its lists would differ from the offline ones.
+def test_a_checkpoint_that_reads_event_times_is_served(tmp_path: Path) -> None:
+    # Serving passes event times now (app.serving.state): a time_gaps checkpoint loads.
     data = random_loo()
     trained = train_model("sasrec", data, TINY_GAPS, refit=False)
     save_trained(trained.model, trained.report, data, tmp_path / "sasrec")
-    with pytest.raises(CheckpointError, match="serving does not pass"):
-        load_version(tmp_path / "sasrec")
+    loaded = load_version(tmp_path / "sasrec")
+    assert loaded.model.uses_times
+    history, times = [data.train[0]], [np.asarray(data.train_times[0])]  # type: ignore[index]
+    torch.testing.assert_close(
+        loaded.model.user_vectors(history, times), trained.model.user_vectors(history, times)
+    )

@@ -236,5 +236,9 @@ async def test_retrain_reads_weights_and_leaves_dislikes_out(pg_settings: Settin
     assert train == ["a", "b", "f", "g"] and split.item_ids.ids[split.val[0]] == "i"
     assert split.train_weights[0].tolist() == [5.0, 1.0, 2.0, 2.0]  # a: view, then purchase
     assert split.val_weights.tolist() == [1.5]
+    # The stored events' times go to fit (SASRec's time gaps), in epoch seconds.
+    assert split.train_times is not None and split.val_times is not None
+    assert split.train_times[0].tolist() == [1_700_000_000 + n for n in (0, 1, 5, 6)]
+    assert split.val_times.tolist() == [1_700_000_008]
     # Every weight 1: the split is unweighted, as before weights existed.
     assert list(plain.weights) == [1.0] * 6 and plain.split(min_events=2).train_weights is None
