@@ -45,11 +45,7 @@ class GRU4RecTrainer(EpochTrainer):
         total, count = 0.0, 0
         for batch in length_batches(lengths, self.config.batch_size, self.rng):
             loss = self._loss([train[i] for i in batch], batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total, count = total + loss.item(), count + 1
+            total, count = total + self._step(loss, optimizer, schedule), count + 1
         self.net.eval()
         return total / max(count, 1)
 

@@ -236,6 +236,19 @@ class EpochTrainer:
         """One pass over all users; returns the mean loss."""
         raise NotImplementedError
 
+    @staticmethod
+    def _step(
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+    ) -> float:
+        """One optimiser step on `loss`, the schedule advanced; returns the loss's value."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        return loss.item()
+
     def _validate(self, valid: EvalSet) -> dict[str, float]:
         """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""
         metrics = evaluate(self.model, valid, ks=(10,))
@@ -275,11 +288,7 @@ class SASRecTrainer(EpochTrainer):
                 weights = target_weights(rows, self.config.max_len, ends).to(device)
             self.net.drop_ids()
             loss = self._loss(inputs.to(device), targets.to(device), weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total, count = total + loss.item(), count + 1
+            total, count = total + self._step(loss, optimizer, schedule), count + 1
         self.net.eval()
         self.net.dropped = None
         return total / max(count, 1)
