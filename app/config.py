@@ -21,6 +21,12 @@ def _existing_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+def _existing_compare_dir() -> Path | None:
+    """The repo's published offline comparison, when it is there."""
+    candidate = PROJECT_ROOT / "bench" / "results" / "compare_ml1m"
+    return candidate if (candidate / "compare.json").is_file() else None
+
+
 class Settings(BaseSettings):
     """Service configuration."""
 
@@ -43,6 +49,9 @@ class Settings(BaseSettings):
     cors_origins: tuple[str, ...] = ()
     model_dir: Path = Path("./var/models")
     data_dir: Path | None = Field(default_factory=_existing_data_dir)
+    # The offline comparison (`recsys compare --out DIR`) the dashboard's Models page shows,
+    # table and plots; unset: the repo's bench/results/compare_ml1m when present.
+    compare_dir: Path | None = Field(default_factory=_existing_compare_dir)
 
     max_events_per_batch: int = Field(default=10_000, ge=1)
     max_items_per_batch: int = Field(default=10_000, ge=1)

@@ -39,6 +39,7 @@ from app.errors import Conflict, ServiceError
 from app.observability import Metrics, RequestMiddleware, configure_logging
 from app.schemas import EVENT_BATCH
 from app.serving.lifecycle import serving
+from app.ui import install as install_ui
 
 log = logging.getLogger(__name__)
 
@@ -221,5 +222,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in routers:
         app.include_router(module.router)
+    install_ui(app)  # the dashboard: /ui pages, their static files, the login redirect
     _document_models(app, EventBatch=EVENT_BATCH)
     return app

@@ -134,14 +134,19 @@ def list_versions(name: str = typer.Argument(None, help="Only this model.")) -> 
         )
 
 
-def _activate(pick: Callable[[list[Any]], Any]) -> Callable[[Settings, Any], Awaitable[str]]:
-    """A database task that activates the version `pick` selects from the listed rows."""
+def _activate(
+    change: Callable[[AsyncSession], Awaitable[Any]],
+) -> Callable[[Settings, Any], Awaitable[str]]:
+    """A database task that runs one of app.training.promotion's changes; its refusal (an
+    unknown version, nothing to roll back to) becomes the CLI's usage error."""
+    from app.errors import Conflict, NotFound
 
     async def work(_: Settings, sessions: async_sessionmaker[AsyncSession]) -> str:
         async with sessions() as session:
-            rows = await repo.model_versions(session=session)
-            row = pick(rows)
-            await repo.activate_version(session=session, version=row)
+            try:
+                row = await change(session)
+            except (NotFound, Conflict) as error:
+                raise typer.BadParameter(str(error)) from None
             return f"{row.model_name} {row.version} is active"
 
     return work
@@ -155,14 +160,9 @@ def promote(
 
     Example: recsys models promote mf-20261128093000-abc123
     """
+    from app.training import promotion
 
-    def pick(rows: list[Any]) -> Any:
-        found = [r for r in rows if r.version == version]
-        if not found:
-            raise typer.BadParameter(f"no registered version {version!r}")
-        return found[0]
-
-    typer.echo(with_database(_activate(pick)))
+    typer.echo(with_database(_activate(lambda s: promotion.promote(session=s, version=version))))
 
 
 @models_cli.command("rollback")
@@ -171,22 +171,9 @@ def rollback(name: str = typer.Argument(..., help="Model name, e.g. sasrec.")) -
 
     Example: recsys models rollback sasrec
     """
+    from app.training import promotion
 
-    def pick(rows: list[Any]) -> Any:
-        mine = [r for r in rows if r.model_name == name]
-        active = [r for r in mine if r.status == "active"]
-        previous = [
-            r
-            for r in mine
-            if r.status == "retired"
-            and r.promoted_at is not None
-            and (not active or r.id < active[0].id)
-        ]
-        if not previous:
-            raise typer.BadParameter(f"{name} has no earlier active version to roll back to")
-        return max(previous, key=lambda r: r.promoted_at)
-
-    typer.echo(with_database(_activate(pick)))
+    typer.echo(with_database(_activate(lambda s: promotion.rollback(session=s, name=name))))
 
 
 @models_cli.command("prune")
