@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     # Retrain reads only the events of the last N days (None: all): tastes drift, and a large
     # shop's training time and memory grow with what it reads.
     retrain_window_days: float | None = Field(default=None, gt=0)
+    # Validation and the promotion gate score a seeded sample of this many users (the same
+    # users on both sides of the gate): full ranking for millions of users costs more than
+    # training. Below it every user is scored.
+    retrain_eval_users: int = Field(default=20_000, ge=100)
     # `recsys data prune` deletes events / exposures older than this many days (None: keeps
     # them). Pruned events also leave the "seen" masks once a user's cached marks are rebuilt.
     event_retention_days: float | None = Field(default=None, gt=0)

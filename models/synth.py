@@ -276,9 +276,25 @@ def _times(
     step = np.where(new_session, gap, step)  # a session opens a gap after the last one
     joined = rng.integers(0, config.days * DAY // 2, size=len(user))  # the user's first day
     step = np.where(first, joined, step)
+    step = _fit_within(step, first, new_session & ~first, starts, config.days * DAY)
     total = np.cumsum(step)
     base = np.maximum.accumulate(np.where(first, total - step, 0))  # the user's running offset
     return START + (total - base)
+
+
+def _fit_within(
+    step: np.ndarray, first: np.ndarray, gap: np.ndarray, starts: np.ndarray, limit: int
+) -> np.ndarray:
+    """The steps with each user's session gaps shrunk so their history ends within `limit`
+    seconds of the start: exponential gaps have a long tail, and a history must not run past
+    the simulated window (into the future, which ingestion refuses)."""
+    gaps = np.where(gap, step, 0)
+    room = np.maximum(limit - np.add.reduceat(step - gaps, starts), 0)  # after joined + steps
+    total_gap = np.add.reduceat(gaps, starts)
+    factor = np.where(total_gap > room, room / np.maximum(total_gap, 1), 1.0)
+    user = np.cumsum(first) - 1  # each event's user, by position
+    shrunk = np.maximum(np.floor(gaps * factor[user]), 1).astype(np.int64)
+    return np.where(gap, shrunk, step)
 
 
 def write_shop(config: SynthConfig, out: Path, progress: Any | None = None) -> dict[str, Any]:

@@ -164,23 +164,20 @@ def train_model(
     refit: bool = True,
     progress: bool = False,
     item_features: np.ndarray | None = None,
+    eval_users: int | None = None,
 ) -> Trained:
     """Train model `name` on `data` under the protocol above (`item_features` (I, F): the
-    items' pretrained text vectors, needed by models that read content)."""
+    items' pretrained text vectors, needed by models that read content; `eval_users`: validate
+    on a seeded sample of that many users, for large data)."""
     config = _seeded(name, overrides, seed)
     seed_everything(seed)
     fitted = build_model(name, data.num_items, config, item_features)
     popularity = data.item_popularity()
+    valid = data.val_set(eval_users)
     first = _fit(
-        fitted,
-        data.train,
-        data.val_set(),
-        progress,
-        f"{name} fit",
-        data.train_times,
-        data.train_weights,
+        fitted, data.train, valid, progress, f"{name} fit", data.train_times, data.train_weights
     )
-    val = evaluate(fitted, data.val_set(), item_popularity=popularity)
+    val = evaluate(fitted, valid, item_popularity=popularity)
     model, second = fitted, None
     if refit:
         model, second = _refit_model(

@@ -157,9 +157,10 @@ class Outcome:
 
 
 async def score_active(
-    session: AsyncSession, name: str, split: LeaveOneOut
+    session: AsyncSession, name: str, split: LeaveOneOut, eval_users: int | None = None
 ) -> tuple[str, dict[str, float]] | None:
-    """The active version of `name` scored on this run's validation slice."""
+    """The active version of `name` scored on this run's validation slice (`eval_users`: the
+    seeded sample the candidate was scored on)."""
     active = (await repo.active_versions(session=session)).get(name)
     if active is None:
         return None
@@ -167,7 +168,7 @@ async def score_active(
     validation = Path(active.path) / VALIDATION
     checkpoint = load_checkpoint(validation if validation.is_dir() else Path(active.path))
     remapped = split.with_item_ids(checkpoint.item_ids)
-    return active.version, evaluate(checkpoint.model, remapped.val_set())
+    return active.version, evaluate(checkpoint.model, remapped.val_set(eval_users))
 
 
 def gate(
@@ -215,10 +216,11 @@ async def register(
     split: LeaveOneOut,
     val: dict[str, float],
     tolerance: float,
+    eval_users: int | None = None,
 ) -> dict[str, float] | None:
     """Score the active version, then add `version` as active or candidate; the active's val."""
     async with sessionmaker() as session:
-        active = await score_active(session, version.model_name, split)
+        active = await score_active(session, version.model_name, split, eval_users)
         active_val = active[1] if active else None
         promote, version.reason = gate(val, active_val, tolerance)
         version.metrics = {"val": val, "active_val": active_val}
@@ -245,7 +247,14 @@ async def retrain_model(
     content = features if get_model_class(name).reads_content else None
     # The service gives a content model new items only from the encoder it was trained with.
     extra = {} if content is None else {"content_encoder": TextEncoder(settings.text_encoder).name}
-    trained = train_model(name, split, overrides, seed=settings.retrain_seed, item_features=content)
+    trained = train_model(
+        name,
+        split,
+        overrides,
+        seed=settings.retrain_seed,
+        item_features=content,
+        eval_users=settings.retrain_eval_users,
+    )
     seconds = time.perf_counter() - started
     version = f"{name}-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
     path = save_version(trained, split, data, settings.model_dir / name / version, **extra)
@@ -260,7 +269,9 @@ async def retrain_model(
         window_end=data.last,
     )
     val = trained.report.val
-    active_val = await register(sessionmaker, row, split, val, settings.promotion_tolerance)
+    active_val = await register(
+        sessionmaker, row, split, val, settings.promotion_tolerance, settings.retrain_eval_users
+    )
     return Outcome(name, version, row.status, row.reason or "", val, active_val, seconds)
 
 

@@ -282,3 +282,17 @@ def test_dataset_name_is_never_an_absolute_path(tmp_path: Path) -> None:
     assert dataset_name(default_data_dir() / "raw" / "ratings.dat") == "raw/ratings.dat"
     assert dataset_name(tmp_path / "ratings.csv") == "ratings.csv"
     assert dataset_name("random_loo") == "random_loo"
+
+
+def test_val_set_samples_users_by_seed_with_their_own_rows() -> None:
+    data = random_loo(users=60, items=40)
+    whole, part = data.val_set(), data.val_set(max_users=20, seed=3)
+    assert len(whole) == 60 and len(part) == 20
+    rows = data.eval_rows(20, seed=3)
+    assert list(rows) == sorted(set(rows.tolist()))  # distinct users, in user order
+    assert np.array_equal(part.targets, data.val[rows])
+    for history, user in zip(part.histories, rows, strict=True):
+        assert np.array_equal(history, data.train[user])
+    assert np.array_equal(data.eval_rows(20, seed=3), rows)  # the same seed, the same users
+    assert not np.array_equal(data.eval_rows(20, seed=4), rows)
+    assert len(data.val_set(max_users=500)) == 60  # more than there are: everyone
