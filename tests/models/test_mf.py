@@ -37,10 +37,13 @@ def test_out_of_range_items_are_rejected() -> None:
         ImplicitALS(5, IALSConfig(factors=2)).user_vectors([np.array([7])])
 
 
+@pytest.mark.parametrize("solver", ["exact", "cg"])
 @pytest.mark.parametrize("boost", [0.0, 5.0])
-def test_objective_decreases_every_epoch(boost: float) -> None:
+def test_objective_decreases_every_epoch(boost: float, solver: str) -> None:
+    # CG steps from the previous factors only lower each row's quadratic: still monotone.
     data = random_loo()
-    model = ImplicitALS(data.num_items, IALSConfig(factors=6, iterations=6, recency_boost=boost))
+    cfg = IALSConfig(factors=6, iterations=6, recency_boost=boost, solver=solver)
+    model = ImplicitALS(data.num_items, cfg)
     losses = [h["loss"] for h in model.fit(data.train)["history"]]
     assert all(later <= earlier * (1 + 1e-5) for earlier, later in itertools.pairwise(losses))
 
@@ -120,3 +123,29 @@ def test_content_fit_to_factors_is_a_weighted_ridge_regression() -> None:
     system = x.T @ (w[:, None] * x) + 0.5 * float(w.mean()) * torch.eye(4).double()
     exact = torch.linalg.solve(system, x.T @ (w[:, None] * factors.double()))
     torch.testing.assert_close(fitted, exact.float())
+
+
+def test_conjugate_gradients_reach_the_exact_row_solutions() -> None:
+    data = random_loo()
+    cfg = IALSConfig(factors=6, recency_boost=3.0)
+    model = ImplicitALS(data.num_items, cfg)
+    problem = model._problem(data.train)
+    args = (problem.user_plan, model.item_factors, problem.user_reg, cfg.unobserved_weight)
+    exact, exact_loss = _solve_side(*args)
+    start = torch.zeros_like(exact)
+    few, _ = _solve_side(*args, start=start, cg_steps=1)
+    many, many_loss = _solve_side(*args, start=start, cg_steps=24)  # D = 6: converged
+    torch.testing.assert_close(many, exact, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(many_loss, exact_loss, rtol=1e-3, atol=1e-4)
+    assert float((few - exact).abs().max()) > 1e-3  # one step is not the solution
+
+
+def test_auto_solver_switches_to_cg_above_its_size() -> None:
+    assert IALSConfig(solver="auto", cg_rows=100).cg_for(100) == 0
+    assert IALSConfig(solver="auto", cg_rows=100, cg_steps=4).cg_for(101) == 4
+    assert IALSConfig(solver="exact", cg_rows=100).cg_for(10**6) == 0
+    assert IALSConfig(solver="cg", cg_steps=2).cg_for(1) == 2
+    with pytest.raises(ValueError, match="solver"):
+        IALSConfig(solver="lu")
+    with pytest.raises(ValueError, match="cg_steps"):
+        IALSConfig(cg_steps=0)
