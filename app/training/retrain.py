@@ -111,28 +111,38 @@ async def read_events(
     async with sessionmaker() as session:
         late = LateEvents(await repo.erasure_times(session=session))
         async for rows in repo.stream_events(session=session, types=types, since=since):
-            for user_id, item_id, kind, moment, _, value in rows:
-                if late and late.covers(user_id, moment):  # erased, arrived late
-                    continue
-                if not is_input(kind, value, weights, rule):  # a low rating: a dislike
-                    continue
-                data.users.append(_intern(user_index, data.user_ids, user_id))
-                data.items.append(_intern(item_index, data.item_ids, item_id))
-                moment = as_utc(moment)
-                data.times.append(int(moment.timestamp() * 1_000_000))
-                data.weights.append(float(weights[kind]))
-                data.first = moment if data.first is None else min(data.first, moment)
-                data.last = moment if data.last is None else max(data.last, moment)
+            kept = [
+                row
+                for row in rows
+                if is_input(row[2], row[5], weights, rule)  # not a low rating: a dislike
+                and not (late and late.covers(row[0], row[3]))  # erased, arrived late
+            ]
+            # A column at a time: 30M rows of per-row appends cost minutes.
+            data.users.extend(_interned(user_index, data.user_ids, [row[0] for row in kept]))
+            data.items.extend(_interned(item_index, data.item_ids, [row[1] for row in kept]))
+            data.times.extend([int(as_utc(row[3]).timestamp() * 1_000_000) for row in kept])
+            data.weights.extend([float(weights[row[2]]) for row in kept])
+    if len(data.times):
+        stamps = np.frombuffer(data.times, dtype=np.int64)
+        data.first, data.last = (_moment(int(f(stamps))) for f in (np.min, np.max))
     return data
 
 
-def _intern(index: dict[str, int], ids: list[str], value: str) -> int:
-    """The index of `value`, adding it when new."""
-    found = index.get(value)
-    if found is None:
-        found = index[value] = len(ids)
-        ids.append(value)
-    return found
+def _moment(micros: int) -> datetime:
+    """A UTC time from microseconds since the epoch."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
+def _interned(index: dict[str, int], ids: list[str], values: list[str]) -> list[int]:
+    """The indices of `values`, new ones added in order of first appearance."""
+    out = []
+    for value in values:
+        found = index.get(value)
+        if found is None:
+            found = index[value] = len(ids)
+            ids.append(value)
+        out.append(found)
+    return out
 
 
 class TooLittleData(ValueError):
