@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     # Best unseen items ranked and cached with each user vector: a request whose k (after its
     # exclusions) fits is answered from this list without scoring the catalog.
     ranked_items: int = Field(default=100, ge=1, le=1000)
+    # Approximate retrieval (app.serving.retrieval): a dot-scored version with at least this
+    # many items gets a faiss IVF index at load, its candidates re-scored exactly, masking exact;
+    # 0: never (every list scored exactly). nprobe: cells scanned per query (bench/ann.py chose
+    # it for recall@10 >= 0.95 at 1M items); overfetch: candidates beyond k + the masked items.
+    ann_min_items: int = Field(default=50_000, ge=0)
+    ann_nprobe: int = Field(default=256, ge=1)
+    ann_overfetch: int = Field(default=50, ge=0)
     user_vector_ttl_s: int = Field(default=3600, ge=1)
     cache_timeout_s: float = Field(default=0.25, gt=0)
     local_cache_size: int = Field(default=100_000, ge=1)
@@ -108,6 +115,13 @@ class Settings(BaseSettings):
     encode_catalog: bool = True
     # How often each replica re-reads models on disk, experiments, popular and inactive items.
     refresh_interval_s: float = Field(default=10.0, gt=0)
+    # Before a new version of a serving model takes traffic, its cached states are computed
+    # for up to warm_users of the most active users (most events within warm_window_days of
+    # the newest event), for at most warm_seconds, then it swaps in anyway
+    # (app/serving/warmup.py): a promotion is no cold-cache storm. warm_users=0: no warm-up.
+    warm_users: int = Field(default=2000, ge=0)
+    warm_seconds: float = Field(default=30.0, ge=0)
+    warm_window_days: float = Field(default=7.0, gt=0)
     # Filter masks (and boost biases) cached per filter, model version and catalog generation:
     # each is up to a byte (8 for biases) per item, so the cache is bounded, not per filter.
     filter_cache_size: int = Field(default=512, ge=1)

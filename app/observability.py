@@ -80,6 +80,28 @@ class Metrics:
         self.cache_errors = Counter(
             "recsys_cache_errors", "Cache operations that failed", ["operation"], registry=r
         )
+        self.ranked_lists = Counter(
+            "recsys_ranked_lists",
+            "Lists ranked over the catalog, by source: index (ANN candidates) or exact",
+            ["model", "source"],
+            registry=r,
+        )
+        # A new version's warm-up before it serves (app/serving/warmup.py): users by outcome
+        # (warmed, cached: already there, skipped: no state, failed), warm-ups by how they ended
+        # (done, deadline, aborted) and seconds per warm-up.
+        self.warmup_users = Counter(
+            "recsys_warmup_users", "Users warmed before a swap", ["model", "result"], registry=r
+        )
+        self.warmups = Counter(
+            "recsys_warmups", "Warm-ups by how they ended", ["model", "state"], registry=r
+        )
+        self.warmup_seconds = Histogram(
+            "recsys_warmup_seconds",
+            "Warm-up time of a new model version before its swap",
+            ["model"],
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+            registry=r,
+        )
 
     def child(self, metric: Any, *values: str) -> Any:
         """metric.labels(*values), looked up once: labels() takes a lock and builds a key on

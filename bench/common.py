@@ -60,6 +60,15 @@ def throwaway_postgres() -> Iterator[str]:
 @contextmanager
 def server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
     """`recsys serve` in its own process; yields its base URL."""
+    with served(env, workers=workers) as (base, _):
+        yield base
+
+
+@contextmanager
+def served(
+    env: dict[str, str], *, workers: int = 1
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`recsys serve` in its own process; yields its base URL and the process."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
@@ -78,7 +87,7 @@ def server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, process)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         process.wait(timeout=30)

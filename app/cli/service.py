@@ -58,6 +58,9 @@ def serve(
         )
         raise typer.Exit(2)
 
+    if workers > 1 and get_settings().demo_models:
+        _train_demo_once()  # else every worker would train (and write) the demo models at once
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -67,6 +70,25 @@ def serve(
         access_log=access_log,
         log_config=None,
     )
+
+
+def _train_demo_once() -> None:
+    """Seed and train the demo models before the workers start (a no-op when checkpoints exist)."""
+    import asyncio
+
+    from app.db.session import make_engine, make_sessionmaker
+    from app.training.demo import ensure_demo
+
+    settings = get_settings()
+
+    async def work() -> None:
+        engine = make_engine(settings.database_url, pool=False)
+        try:
+            await ensure_demo(settings, make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(work())
 
 
 def register(cli: typer.Typer) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -221,6 +221,22 @@ async def popular_item_ids(
         .limit(limit)
     )
     return [row[0] for row in await session.execute(counts)]
+
+
+async def most_active_users(*, session: AsyncSession, window_days: float, limit: int) -> list[str]:
+    """Users with the most events within `window_days` of the newest event, most active first
+    (ties by id). The window ends at the newest event, not now, so replayed data has one too."""
+    newest = (await session.execute(select(func.max(Event.event_time)))).scalar_one()
+    if newest is None or limit <= 0:
+        return []
+    counts = (
+        select(Event.user_id)
+        .where(Event.event_time >= newest - timedelta(days=window_days))
+        .group_by(Event.user_id)
+        .order_by(func.count().desc(), Event.user_id)
+        .limit(limit)
+    )
+    return list((await session.execute(counts)).scalars())
 
 
 async def erase_user(*, session: AsyncSession, user_id: str) -> tuple[int, int]:

@@ -337,6 +337,11 @@ class ModelInfo(BaseModel):
     data: dict[str, Any] | None = Field(description="what it was trained on: sizes, fingerprint")
     metrics: dict[str, Any] = Field(description="validation (and test) metrics")
     config: dict[str, Any] | None = Field(description="the model's hyperparameters")
+    index: dict[str, Any] | None = Field(
+        default=None,
+        description="the approximate-retrieval index (RECSYS_ANN_MIN_ITEMS): type, nlist, "
+        "nprobe, build_seconds, exact_rows; null: every list is scored exactly",
+    )
 
 
 class ModelsOut(BaseModel):

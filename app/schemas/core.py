@@ -215,6 +215,11 @@ class LoadedModels(BaseModel):
 
     loaded: dict[str, str] = Field(description="model name -> the version it serves")
     errors: dict[str, str] = Field(description="model name -> why its checkpoint was refused")
+    warmup: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="model name -> its latest warm-up before a swap: version, state (warming, "
+        "done, deadline, aborted), users, warmed, cached, skipped, failed, seconds",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={"example": {"loaded": {"mf": "mf-20261128093000-1a2b3c"}, "errors": {}}}

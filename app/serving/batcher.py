@@ -19,17 +19,19 @@ import numpy as np
 import torch
 
 from app.serving.registry import LoadedModel
-from app.serving.scoring import rank_scored
+from app.serving.retrieval import retrieve
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """A history's user vector and the model's exact top list of the items not in it."""
+    """A history's user vector and the model's top list of the items not in it (exact, or
+    re-scored candidates of the version's ANN index: app.serving.retrieval)."""
 
     vector: torch.Tensor  # (D,) float32
     ranked: np.ndarray  # (m,) int32 item indices, best first
     scores: np.ndarray  # (m,) float32
     ranked_over: int  # how many items the list was ranked over
+    from_index: bool = False  # its candidates came from the version's ANN index
 
 
 # Per waiting request: its history, the items to leave out of its list, its history's event
@@ -59,9 +61,12 @@ def _encode(
         ]
     with torch.inference_mode():  # thread-local: set here, not on the loop's thread
         vectors = _user_vectors(model, histories, weighted, times).to(torch.float32)  # (B, D)
-    ranked = rank_scored(model.scores(vectors), masked, limit)
-    items = int(model.item_vectors.shape[0])
-    return [Encoded(v, r, s, items) for v, (r, s) in zip(vectors, ranked, strict=True)]
+    found = retrieve(model, vectors, masked, limit)  # the ANN index when the version has one
+    items = int(model.item_vectors.shape[0])  # every row: indexed ones or scored beside them
+    return [
+        Encoded(v, r, s, items, approximate)
+        for v, (r, s), approximate in zip(vectors, found.lists, found.from_index, strict=True)
+    ]
 
 
 def _user_vectors(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +24,9 @@ from app.serving.batcher import EncodeBatcher
 from app.serving.catalog import Catalog
 from app.serving.content import ContentIndex
 from app.serving.filters import FilterIndex
-from app.serving.registry import ModelRegistry, newest_versions, wanted_versions
+from app.serving.registry import AnnPolicy, ModelRegistry, newest_versions, wanted_versions
 from app.serving.services import Services
+from app.serving.warmup import warm_versions
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ async def refresh(services: Services) -> None:
     if wanted is None and not services.registry.models:
         wanted = newest_versions(services.settings.model_dir)
     if wanted is not None:
-        await services.registry.reload(wanted)
+        await services.registry.reload(wanted, warm=functools.partial(warm_versions, services))
     add_catalog_items(services)
 
 
@@ -99,7 +101,11 @@ async def serving(
         await ensure_demo(settings, sessionmaker)
     services = Services(
         settings=settings,
-        registry=ModelRegistry(settings.model_dir, default_model=settings.default_model),
+        registry=ModelRegistry(
+            settings.model_dir,
+            default_model=settings.default_model,
+            ann=AnnPolicy(settings.ann_min_items, settings.ann_nprobe, settings.ann_overfetch),
+        ),
         cache=cache,
         sessionmaker=sessionmaker,
         history=HistoryReader(

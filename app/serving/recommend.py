@@ -14,11 +14,11 @@ import torch
 from app.domain import OVERRIDE
 from app.errors import NotFound, Unavailable
 from app.experiments.routing import assign
-from app.observability import new_id
+from app.observability import Metrics, new_id
 from app.serving.merchandise import Shape, popular_fill, shape_of
 from app.serving.registry import LoadedModel
+from app.serving.retrieval import count, retrieve
 from app.serving.rules import Merchandising
-from app.serving.scoring import rank_scored
 from app.serving.services import Ask, Services
 from app.serving.state import UserState, masked_ids, user_state
 
@@ -92,15 +92,24 @@ async def popular_only(ask: Ask, services: Services) -> Scored:
 
 
 def top_k(
-    model: LoadedModel, state: UserState, excluded: list[int], inactive: frozenset[int], k: int
+    model: LoadedModel,
+    state: UserState,
+    excluded: list[int],
+    inactive: frozenset[int],
+    k: int,
+    metrics: Metrics | None = None,
 ) -> list[tuple[str, float]]:
-    """From the cached ranked list when it suffices, else by scoring the whole catalog."""
+    """From the cached ranked list when it suffices, else by ranking the whole catalog (through
+    the version's ANN index when it has one; `metrics` counts which)."""
     answer = state.answer(model, inactive.union(excluded) if excluded else inactive, k)
     if answer is not None:
         return answer
     blocked = np.concatenate([state.seen, np.asarray([*excluded, *inactive], dtype=np.int64)])
     vector = torch.from_numpy(state.vector.copy())[None, :]  # (1, D)
-    [(ranked, values)] = rank_scored(model.scores(vector), [blocked], k)
+    found = retrieve(model, vector, [blocked], k)
+    if metrics is not None:
+        count(metrics, model, found.from_index[0])
+    [(ranked, values)] = found.lists
     item_ids = model.item_ids
     return [(item_ids[i], v) for i, v in zip(ranked.tolist(), values.tolist(), strict=True)]
 
@@ -118,7 +127,7 @@ async def score(ask: Ask, model: LoadedModel, services: Services) -> Scored:
         excluded = model.indices(list(ask.exclude)) if ask.exclude else []
         inactive = services.catalog.inactive_indices(model)
         items = (
-            top_k(model, state, excluded, inactive, ask.k)
+            top_k(model, state, excluded, inactive, ask.k, services.metrics)
             if shape is None
             else shape.top_k(state, excluded, inactive, ask.k)
         )

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,12 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import repo
 from app.domain import RETRAIN_SOURCE
+from models.ann import ItemIndex
 from models.base import Recommender
 from models.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
+# Computes new versions' cached states before they serve (app/serving/warmup.py).
+Warm = Callable[[list["LoadedModel"]], Awaitable[None]]
 # When no experiment or `model=` picks one, the first loaded of these serves.
 DEFAULT_ORDER = ("sasrec", "mf", "ease", "popularity")
+# Rows added after a version's index was built (new catalog items) are scored exactly until they
+# pass this share of the indexed rows; then `with_items` indexes them into a copy.
+INDEX_TAIL_SHARE = 1 / 32
+
+
+@dataclass(frozen=True)
+class AnnPolicy:
+    """When a loaded version gets an approximate-retrieval index (app.serving.retrieval)."""
+
+    min_items: int = 0  # index versions with at least this many items; 0: never
+    nprobe: int = 256  # cells scanned per query (bench/ann.py: recall against speed)
+    overfetch: int = 50  # candidates fetched beyond k + the masked items, re-scored exactly
+    seed: int = 0  # the index's training sample and k-means
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,10 @@ class LoadedModel:
     # Items the checkpoint was trained on; rows past it were added since from content vectors
     # (new catalog items), scored and masked like the others but never encoded as history.
     trained_items: int = -1
+    # Approximate retrieval over rows [0, index.ntotal); None: every list is scored exactly.
+    # Shared read-only by this version's copies (with_items), never added to in place.
+    index: ItemIndex | None = None
+    overfetch: int = 0  # see AnnPolicy
 
     def __post_init__(self) -> None:
         if self.trained_items < 0:
@@ -48,12 +69,33 @@ class LoadedModel:
     def with_items(self, item_ids: list[str], vectors: torch.Tensor) -> LoadedModel:
         """A copy that also scores `item_ids` with the given vectors (N, D), same version."""
         ids = [*self.item_ids, *item_ids]
+        matrix = torch.cat([self.item_vectors, vectors.to(torch.float32)]).contiguous()
+        index = self.index
+        if index is not None and len(ids) - index.ntotal > index.ntotal * INDEX_TAIL_SHARE:
+            index = index.with_added(matrix[index.ntotal :].numpy())  # a copy: readers share it
         return replace(
             self,
             item_ids=ids,
             item_index={item: n for n, item in enumerate(ids)},
-            item_vectors=torch.cat([self.item_vectors, vectors.to(torch.float32)]).contiguous(),
+            item_vectors=matrix,
+            index=index,
         )
+
+    def with_index(self, policy: AnnPolicy) -> LoadedModel:
+        """This version with an index over its item vectors when the policy asks for one (a
+        dot-scored model with at least min_items items), else itself."""
+        items = len(self.item_ids)
+        if not policy.min_items or items < policy.min_items or not self.dot_scored:
+            return self
+        try:
+            index = ItemIndex.build(
+                self.item_vectors.numpy(), nprobe=policy.nprobe, seed=policy.seed
+            )
+        except (RuntimeError, ValueError) as error:  # serve exactly rather than refuse the version
+            log.error("%s %s: no ANN index: %s", self.name, self.version, error)
+            return self
+        log.info("%s %s: ANN index of %d items", self.name, self.version, items)
+        return replace(self, index=index, overfetch=policy.overfetch)
 
     @property
     def dim(self) -> int:
@@ -104,17 +146,28 @@ class LoadedModel:
             "data": self.meta.get("data"),
             "metrics": self.offline_metrics(),
             "config": self.meta.get("config"),
+            "index": None if self.index is None else self._describe_index(),
+        }
+
+    def _describe_index(self) -> dict[str, Any]:
+        """The index's settings and build time, and how many rows are scored beside it."""
+        assert self.index is not None
+        return {
+            **self.index.describe(),
+            "overfetch": self.overfetch,
+            "exact_rows": len(self.item_ids) - self.index.ntotal,
         }
 
 
-def load_version(path: Path) -> LoadedModel:
-    """Load and validate one checkpoint directory (raises CheckpointError)."""
+def load_version(path: Path, ann: AnnPolicy | None = None) -> LoadedModel:
+    """Load and validate one checkpoint directory (raises CheckpointError); with `ann`, build
+    its index when the policy asks for one."""
     checkpoint = load_checkpoint(path)
     model = checkpoint.model
     with torch.inference_mode():
         vectors = model.item_vectors().detach().to(torch.float32).contiguous()
     item_ids = checkpoint.item_ids.to_json()
-    return LoadedModel(
+    loaded = LoadedModel(
         name=str(checkpoint.meta["model"]),
         version=path.name,
         path=path,
@@ -124,6 +177,7 @@ def load_version(path: Path) -> LoadedModel:
         item_vectors=vectors,
         meta=checkpoint.meta,
     )
+    return loaded if ann is None else loaded.with_index(ann)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -174,11 +228,16 @@ async def wanted_versions(session: AsyncSession, model_dir: Path) -> dict[str, P
 class ModelRegistry:
     """The served versions by model name; a reload swaps the whole mapping at once."""
 
-    def __init__(self, model_dir: Path, *, default_model: str | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, *, default_model: str | None = None, ann: AnnPolicy | None = None
+    ) -> None:
         self.model_dir = model_dir
         self.default_model = default_model
+        self.ann = ann
         self.models: dict[str, LoadedModel] = {}
         self.errors: dict[str, str] = {}
+        # Per model, its latest warm-up's progress (app/serving/warmup.py), for /readyz.
+        self.warmups: dict[str, dict[str, Any]] = {}
 
     def get(self, name: str) -> LoadedModel:
         """The served version of `name` (KeyError when not loaded)."""
@@ -194,8 +253,9 @@ class ModelRegistry:
                 return models[name]
         return next(iter(models.values()), None)
 
-    async def reload(self, wanted: dict[str, Path]) -> dict[str, Any]:
-        """Load the wanted versions; a version that fails to load keeps the old one serving."""
+    async def reload(self, wanted: dict[str, Path], warm: Warm | None = None) -> dict[str, Any]:
+        """Load the wanted versions; a version that fails to load keeps the old one serving.
+        `warm` gets the new versions of models that were serving before they swap in."""
         current = self.models
         fresh: dict[str, LoadedModel] = {}
         errors: dict[str, str] = {}
@@ -204,12 +264,18 @@ class ModelRegistry:
                 fresh[name] = current[name]
                 continue
             try:
-                fresh[name] = await asyncio.to_thread(load_version, path)
+                fresh[name] = await asyncio.to_thread(load_version, path, self.ann)
             except (CheckpointError, OSError, ValueError, RuntimeError) as error:
                 errors[name] = f"{path}: {error}"
                 log.error("refused checkpoint %s: %s", path, error)
                 if name in current:
                     fresh[name] = current[name]
+        replacing = [m for n, m in fresh.items() if n in current and m is not current[n]]
+        if warm is not None and replacing:
+            try:
+                await warm(replacing)  # app/serving/warmup.py: bounded by its deadline
+            except Exception:  # a warm-up never keeps a version from serving
+                log.exception("warm-up failed; swapping in cold")
         self.models, self.errors = fresh, errors  # the swap: readers see old or new, never a mix
         return {"loaded": {n: m.version for n, m in fresh.items()}, "errors": errors}
 
@@ -218,4 +284,5 @@ class ModelRegistry:
         return {
             "loaded": {name: m.version for name, m in self.models.items()},
             "errors": self.errors,
+            "warmup": {name: dict(report) for name, report in self.warmups.items()},
         }

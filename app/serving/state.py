@@ -13,6 +13,7 @@ import torch
 from app.cache import Lookup
 from app.ingest.meaning import TYPE_BITS, Marks, RatingRule, fold_marks
 from app.serving.registry import LoadedModel
+from app.serving.retrieval import count
 from app.serving.services import Ask, Services
 
 # Nine int32: dim, seen, ranked, limit, ranked_over, history, hidden, repeatable, repeats.
@@ -294,6 +295,7 @@ async def encode(
     encoded = await services.encoder.encode(
         model, known, seen.astype(np.int64), None if weights is None else weights[trained], stamps
     )
+    count(services.metrics, model, encoded.from_index)
     return UserState(
         encoded.vector.numpy(),
         seen,
