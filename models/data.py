@@ -181,6 +181,16 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def sample(self, max_users: int | None, seed: int = 0) -> EvalSet:
+        """Itself, or a seeded sample of `max_users` of its users (in order) when it has more:
+        full ranking over a large catalog for every user costs more than the training, and
+        the same seed picks the same users (every epoch, both sides of a comparison)."""
+        if max_users is None or len(self) <= max_users:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), max_users, replace=False))
+        times = None if self.times is None else [self.times[r] for r in rows]
+        return EvalSet([self.histories[r] for r in rows], self.targets[rows], times)
+
 
 @dataclass
 class LeaveOneOut:
@@ -217,19 +227,10 @@ class LeaveOneOut:
         return sum(len(h) for h in self.train) + 2 * self.num_users
 
     def val_set(self, max_users: int | None = None, seed: int = 0) -> EvalSet:
-        """Validation protocol: input history = train, target = val. `max_users`: a seeded
-        sample of that many users when there are more (full ranking over a large catalog for
-        every user would cost more than the training); the same seed picks the same users."""
-        rows = self.eval_rows(max_users, seed)
-        times = None if self.train_times is None else [self.train_times[u] for u in rows]
-        return EvalSet([self.train[u] for u in rows], self.val[rows], times)
-
-    def eval_rows(self, max_users: int | None, seed: int = 0) -> np.ndarray:
-        """The users an evaluation scores: all, or a seeded sample of `max_users`, in order."""
-        if max_users is None or max_users >= self.num_users:
-            return np.arange(self.num_users)
-        chosen = np.random.default_rng(seed).choice(self.num_users, max_users, replace=False)
-        return np.sort(chosen)
+        """Validation protocol: input history = train, target = val (`max_users`: a seeded
+        sample of the users, EvalSet.sample)."""
+        times = None if self.train_times is None else list(self.train_times)
+        return EvalSet(list(self.train), self.val, times).sample(max_users, seed)
 
     def train_plus_val(self) -> list[np.ndarray]:
         """Histories extended by each user's validation item."""

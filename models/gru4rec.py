@@ -24,6 +24,7 @@ from torch import nn
 from models.base import History, Recommender, Times, Weights, torch_threads
 from models.data import EvalSet
 from models.gru4rec_train import GRU4RecTrainer
+from models.sampled import check_loss
 from models.sasrec import length_groups
 from models.sasrec_net import pad_right
 
@@ -48,7 +49,14 @@ class GRU4RecConfig:
     epochs: int = 8  # upper bound on training epochs (and the cosine horizon)
     patience: int = 3  # stop after this many validations without a better val NDCG@10
     eval_every: int = 1  # epochs between validations
-    mask_history: bool = True  # leave the items seen so far out of each position's softmax
+    loss: str = "auto"  # "ce": softmax over all items (fused); "sampled": over the positive
+    # and shared negatives, logQ-corrected (models/sampled.py); "auto": ce up to
+    # models.sampled.AUTO_SAMPLED_ITEMS (50k) items, sampled above
+    mask_history: bool = True  # "ce" only: leave the items seen so far out of each softmax
+    n_negatives: int = 256  # "sampled" only: uniform negatives, and up to as many of the
+    # batch's positives (in-batch negatives), shared by the whole batch
+    eval_users: int | None = 10_000  # validate on a seeded sample of this many users when
+    # there are more (None: all); full ranking of a 1M-item catalog for every user is too slow
     max_seconds: float | None = None  # wall-clock budget; training stops, keeping the best state
     seed: int = 0  # seeds init, dropout and shuffling
     threads: int | None = None  # torch intra-op threads during fit; None leaves torch's setting
@@ -59,6 +67,7 @@ class GRU4RecConfig:
     def __post_init__(self) -> None:
         if self.layers < 1 or self.hidden < 1 or self.max_len < 1:
             raise ValueError("layers, hidden and max_len must be at least 1")
+        check_loss(self.loss, self.n_negatives, self.eval_users)
         if self.device != "auto" and torch.device(self.device).type not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'auto', not {self.device!r}")
 

@@ -1,5 +1,6 @@
-"""GRU4Rec's training: SASRec's fused full-softmax loss, batches and schedule
-(models/sasrec_train.py), in an epoch loop with validation, patience and a time budget.
+"""GRU4Rec's training: SASRec's fused full-softmax loss (or the shared sampled softmax,
+models/sampled.py), batches and schedule (models/sasrec_train.py), in an epoch loop with
+validation, patience and a time budget.
 
 `GRU4Rec.fit` (models.gru4rec) hands its network and config here.
 """
@@ -14,7 +15,6 @@ import torch
 from models.sasrec_train import (
     EpochTrainer,
     LinearCrossEntropy,
-    length_batches,
     seen_items,
     target_weights,
     training_pairs,
@@ -43,7 +43,7 @@ class GRU4RecTrainer(EpochTrainer):
         """One pass over all users in length-bucketed batches: the mean loss."""
         self.net.train()
         total, count = 0.0, 0
-        for batch in length_batches(lengths, self.config.batch_size, self.rng):
+        for batch in self._batches(lengths):
             loss = self._loss([train[i] for i in batch], batch)
             total, count = total + self._step(loss, optimizer, schedule), count + 1
         self.net.eval()
@@ -60,6 +60,8 @@ class GRU4RecTrainer(EpochTrainer):
         if self.weights is not None:
             rows = [self.weights[i] for i in batch]
             weights = target_weights(rows, cfg.max_len).to(device)[keep]  # (N,)
-        states = self.net(inputs)[keep]  # (N, D)
+        states = self.forward(inputs)[keep]  # (N, D)
+        if self.sampled is not None:
+            return self.sampled(states, self.net.items(), targets[keep], weights)
         excluded = seen_items(inputs, keep) if cfg.mask_history else None
         return LinearCrossEntropy.apply(states, self.net.items(), targets[keep], excluded, weights)

@@ -41,6 +41,9 @@ __all__ = [
 
 Ties = Literal["optimistic", "pessimistic"]
 COVERAGE_K = 10  # coverage@10 and popularity@10 are computed on this list length
+# Most scores held at once: a batch of B users scores (B, I), cloned and compared once more, so
+# B shrinks as the catalog grows (64M floats: 256 MB a copy; B = 64 users at 1M items).
+MAX_BATCH_SCORES = 64 * 2**20
 
 
 class Scorer(Protocol):
@@ -134,6 +137,7 @@ def _evaluate(
         item_popularity = _history_popularity(data.histories, num_items)
     acc = _Accumulator(num_items, ks, item_popularity)
     targets = torch.as_tensor(np.ascontiguousarray(data.targets), dtype=torch.long)
+    batch_size = max(1, min(batch_size, MAX_BATCH_SCORES // max(num_items, 1)))
     for lo in range(0, len(data), batch_size):
         hi = min(lo + batch_size, len(data))
         scores = score_batch(lo, hi).detach().to(torch.float32).clone()  # (B, I)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.content import principal_projection
+from models.sampled import check_loss
 
 # Seconds since the previous item: 0 | < 1 min | < 1 h | < 1 day | < 30 days | more; then a
 # bucket for a history's first item and one for items whose time is not known.
@@ -50,9 +51,14 @@ class SASRecConfig:
     epochs: int = 40  # upper bound on training epochs (and the cosine horizon)
     patience: int = 10  # stop after this many validations without a better val NDCG@10
     eval_every: int = 2  # epochs between validations
-    loss: str = "ce"  # "ce": softmax over all items; "sampled": over n_negatives + the positive
+    loss: str = "auto"  # "ce": softmax over all items (fused, O(positions x items) work);
+    # "sampled": over the positive and shared negatives, logQ-corrected (models/sampled.py);
+    # "auto": ce up to models.sampled.AUTO_SAMPLED_ITEMS (50k) items, sampled above
     mask_history: bool = True  # "ce" only: leave the items seen so far out of each softmax
-    n_negatives: int = 256  # "sampled" only: uniform negatives shared by the whole batch
+    n_negatives: int = 256  # "sampled" only: uniform negatives, and up to as many of the
+    # batch's positives (in-batch negatives), shared by the whole batch
+    eval_users: int | None = 10_000  # validate on a seeded sample of this many users when
+    # there are more (None: all); full ranking of a 1M-item catalog for every user is too slow
     max_seconds: float | None = None  # wall-clock budget; training stops, keeping the best state
     seed: int = 0  # seeds init, dropout, shuffling and negative sampling
     threads: int | None = None  # torch intra-op threads during fit; None leaves torch's setting
@@ -82,8 +88,7 @@ class SASRecConfig:
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
-        if self.loss not in ("ce", "sampled"):
-            raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
+        check_loss(self.loss, self.n_negatives, self.eval_users)
         if self.content not in ("off", "add", "init"):
             raise ValueError(f"content must be 'off', 'add' or 'init', not {self.content!r}")
         if self.members < 1:

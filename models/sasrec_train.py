@@ -1,5 +1,6 @@
-"""SASRec's training: the fused full-softmax loss, length-bucketed batches, AdamW with warmup
-and cosine decay, and the epoch loop with validation, patience and a time budget.
+"""SASRec's training: the fused full-softmax loss (or the sampled one, models/sampled.py),
+length-bucketed batches, AdamW with warmup and cosine decay, and the epoch loop with validation,
+patience and a time budget, data-parallel inside a torch.distributed group (models/distributed.py).
 
 `SASRec.fit` (models.sasrec) hands its network and config to `SASRecTrainer`; this module needs
 only the network (models.sasrec_net) and the Recommender contract, never models.sasrec.
@@ -15,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from models.base import Recommender
 from models.data import EvalSet
+from models.distributed import data_parallel
 from models.metrics import evaluate
+from models.sampled import SampledSoftmax, target_frequencies, uses_sampled
 from models.sasrec_net import SASRecConfig, SASRecNet, pad_right
 
 CE_CHUNK = 512  # rows of logits per step of the fused loss: (512, I) stays cache-sized
@@ -162,13 +164,25 @@ class EpochTrainer:
     """The epoch loop the sequence models share (SASRec, GRU4Rec): AdamW with warmup and cosine
     decay, periodic validation, patience and a time budget. Trains `net` in place on the device
     it sits on; the caller seeds torch and `rng` and restores the returned best weights.
-    Subclasses give `_epoch` (one pass: the mean loss)."""
+    Subclasses give `_epoch` (one pass: the mean loss), drawing its batches from `_batches`,
+    running the network through `forward` and a sampled loss through `sampled`.
+
+    Inside a data-parallel group (models.distributed) each rank trains on its share of every
+    epoch's batches with `forward` wrapped in DistributedDataParallel; rank 0 validates."""
 
     label = "train"  # the progress bar's name
 
     def __init__(self, model: Recommender, net: Any, config: Any, rng: np.random.Generator) -> None:
         self.model, self.net, self.config, self.rng = model, net, config, rng
         self.weights: list[np.ndarray] | None = None  # per sequence, its items' weights
+        self.forward: Any = net  # the network's training forward (DDP-wrapped when parallel)
+        self.sampled: SampledSoftmax | None = None  # the sampled loss, when the loss is one
+        self.parallel = data_parallel()
+        # Batch order comes from `order_rng`, identical on every rank (the same seed), so the
+        # ranks' shards are disjoint; windows and negatives use a stream of the rank's own.
+        self.order_rng = rng
+        if self.parallel is not None:
+            self.rng = np.random.default_rng([config.seed, self.parallel.rank])
 
     def run(
         self,
@@ -182,7 +196,12 @@ class EpochTrainer:
         cfg = self.config
         self.weights = weights
         lengths = np.array([min(len(s) - 1, cfg.max_len) for s in train], dtype=np.int64)
-        optimizer, schedule = self._optimizer(math.ceil(len(train) / cfg.batch_size))
+        self._prepare(train)
+        valid = None if valid is None else valid.sample(cfg.eval_users, cfg.seed)
+        steps = math.ceil(len(train) / cfg.batch_size)
+        optimizer, schedule = self._optimizer(
+            steps if self.parallel is None else self.parallel.steps(steps)
+        )
         start = time.perf_counter()
         best: dict[str, float] = {"epoch": 0, "val_ndcg@10": -1.0, "seconds": 0.0}
         best_state = copy.deepcopy(self.net.state_dict())
@@ -191,7 +210,7 @@ class EpochTrainer:
         for epoch in tqdm(range(1, cfg.epochs + 1), desc=self.label, disable=not own_bar):
             stats: dict[str, float] = {"epoch": epoch, "epochs": cfg.epochs}
             stats["loss"] = self._epoch(train, lengths, optimizer, schedule)
-            out_of_time = self._out_of_time(time.perf_counter() - start, epoch)
+            out_of_time = self._agreed(self._out_of_time(time.perf_counter() - start, epoch))
             last = epoch == cfg.epochs or out_of_time
             if valid is not None and (epoch % cfg.eval_every == 0 or last):
                 stats.update(self._validate(valid))
@@ -207,6 +226,24 @@ class EpochTrainer:
         if valid is None:
             best, best_state = history[-1], self.net.state_dict()
         return _report(history, best, valid is not None, time.perf_counter() - start), best_state
+
+    def _prepare(self, train: list[np.ndarray]) -> None:
+        """Set up the run's sampled loss (when the catalog calls for it) and DDP wrapper."""
+        cfg, num_items = self.config, self.net.pad  # the padding index is the catalog size
+        if uses_sampled(cfg.loss, num_items):
+            frequencies = target_frequencies(train, num_items + 1)[:num_items]
+            self.sampled = SampledSoftmax(cfg.n_negatives, self.rng, frequencies)
+        if self.parallel is not None:
+            self.forward = self.parallel.wrap(self.net, cfg.seed)
+
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """This epoch's length-bucketed batches of user indices (this rank's share)."""
+        batches = length_batches(lengths, self.config.batch_size, self.order_rng)
+        return batches if self.parallel is None else self.parallel.shard(batches)
+
+    def _agreed(self, flag: bool) -> bool:
+        """Rank 0's `flag` on every rank (itself without a data-parallel group)."""
+        return flag if self.parallel is None else bool(self.parallel.from_main([flag])[0])
 
     def _optimizer(
         self, steps_per_epoch: int
@@ -250,9 +287,15 @@ class EpochTrainer:
         return loss.item()
 
     def _validate(self, valid: EvalSet) -> dict[str, float]:
-        """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator."""
-        metrics = evaluate(self.model, valid, ks=(10,))
-        return {"val_ndcg@10": metrics["ndcg@10"], "val_hr@10": metrics["hr@10"]}
+        """Validation NDCG@10 and HR@10 (full ranking, history excluded), shared evaluator;
+        in a data-parallel group rank 0 computes them and the other ranks wait for them."""
+        stats = {"val_ndcg@10": 0.0, "val_hr@10": 0.0}
+        if self.parallel is None or self.parallel.is_main:
+            metrics = evaluate(self.model, valid, ks=(10,))
+            stats = {"val_ndcg@10": metrics["ndcg@10"], "val_hr@10": metrics["hr@10"]}
+        if self.parallel is not None:
+            stats = dict(zip(stats, self.parallel.from_main(list(stats.values())), strict=True))
+        return stats
 
     def _out_of_time(self, elapsed: float, epochs_done: int) -> bool:
         """True when another epoch of the average length would overrun `max_seconds`."""
@@ -278,7 +321,7 @@ class SASRecTrainer(EpochTrainer):
         self.net.train()
         total, count = 0.0, 0
         device = self.net.empty_user.device
-        for batch in length_batches(lengths, self.config.batch_size, self.rng):
+        for batch in self._batches(lengths):
             seqs = [train[i] for i in batch]
             ends = self._window_ends(seqs)
             inputs, targets = training_pairs(seqs, self.config.max_len, self.net.pad, ends)
@@ -309,7 +352,7 @@ class SASRecTrainer(EpochTrainer):
         """Next-item cross-entropy at the non-padded positions only; `weights` (B, L): each
         target's weight (a weighted mean; None: the plain mean)."""
         cfg = self.config
-        hidden = self.net(inputs)  # (B, L, D)
+        hidden = self.forward(inputs)  # (B, L, D)
         keep = targets >= 0  # (B, L)
         kept_weights = None if weights is None else weights[keep]  # (N,)
         if cfg.time_gaps:  # tokens -> items: targets and the seen-item mask are items
@@ -319,30 +362,10 @@ class SASRecTrainer(EpochTrainer):
         among = self.net.softmax_items()  # None: all items
         if among is not None:
             inputs, labels, items = _within(among, inputs, labels, items, self.net.pad + 1)
-        if cfg.loss == "ce":
-            excluded = seen_items(inputs, keep) if cfg.mask_history else None
-            return LinearCrossEntropy.apply(states, items, labels, excluded, kept_weights)
-        return self._sampled_loss(states, items, labels, kept_weights)
-
-    def _sampled_loss(
-        self,
-        states: torch.Tensor,
-        items: torch.Tensor,
-        labels: torch.Tensor,
-        weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Cross-entropy over each positive and n_negatives uniform items shared by the batch."""
-        negatives = torch.from_numpy(
-            self.rng.integers(0, items.shape[0], self.config.n_negatives)
-        ).to(states.device)
-        positive = (states * items[labels]).sum(-1, keepdim=True)  # (N, 1)
-        negative = states @ items[negatives].T  # (N, K)
-        negative = negative.masked_fill(negatives[None, :] == labels[:, None], float("-inf"))
-        logits = torch.cat([positive, negative], dim=1)  # (N, 1 + K)
-        losses = F.cross_entropy(logits, torch.zeros_like(labels), reduction="none")
-        if weights is None:
-            return losses.mean()
-        return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
+        if self.sampled is not None:
+            return self.sampled(states, items, labels, kept_weights, among)
+        excluded = seen_items(inputs, keep) if cfg.mask_history else None
+        return LinearCrossEntropy.apply(states, items, labels, excluded, kept_weights)
 
 
 def _within(

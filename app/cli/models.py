@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +96,26 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace an existing checkpoint directory."),
     catalog: str | None = typer.Option(None, help=CATALOG_HELP),
     content_cache: Path = typer.Option(Path("var/content-cache"), help="Text vector cache."),
+    nproc: int = typer.Option(
+        1, help="Data-parallel processes (sasrec, gru4rec): re-runs under torchrun."
+    ),
 ) -> None:
     """Train a model, evaluate it on validation and test, and save a checkpoint.
 
     Example: recsys train --model mf --data ml1m-half-loo --out var/models/mf-v1 --set factors=128
     Content: recsys train --model sasrec-hybrid --data ml1m-half-loo --catalog ml-1m --out DIR
+    Data-parallel: recsys train --model sasrec --data ml1m-half-loo --out DIR --nproc 2
     """
     from models.train import save_trained, train_model
 
+    if nproc > 1:
+        if catalog is not None or model not in ("sasrec", "gru4rec"):
+            raise typer.BadParameter(
+                "data-parallel training covers sasrec and gru4rec, without --catalog",
+                param_hint="--nproc",
+            )
+        command = _torchrun_command(nproc, model, data, out, settings, seed, refit, overwrite)
+        raise typer.Exit(subprocess.run(command, check=False).returncode)
     dataset = _load_data(data)
     content = _content_inputs(dataset, catalog, content_cache)
     features = None if content is None else content.features
@@ -124,6 +138,23 @@ def train(
     _print_metrics("test", report.test)
     refit_note = "" if report.refit_seconds is None else f", refit {report.refit_seconds:.1f} s"
     typer.echo(f"trained in {report.train_seconds:.1f} s{refit_note}; checkpoint: {path}")
+
+
+def _torchrun_command(
+    nproc: int,
+    model: str,
+    data: str,
+    out: Path,
+    settings: list[str],
+    seed: int,
+    refit: bool,
+    overwrite: bool,
+) -> list[str]:
+    """`recsys train`'s arguments as a torchrun launch of models.distributed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    command += ["-m", "models.distributed", "--model", model, "--data", data, "--out", str(out)]
+    command += ["--seed", str(seed), *(f"--set={item}" for item in settings)]
+    return command + (["--no-refit"] if not refit else []) + (["--overwrite"] if overwrite else [])
 
 
 def evaluate(
