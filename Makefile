@@ -28,6 +28,10 @@ bench: $(STAMP)  ## benchmarks; results land in bench/results/
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/e2e.py
 	nice -n 10 $(BIN)/python bench/ab_sim.py
+	$(BIN)/python bench/ui.py
+	$(BIN)/python bench/workers.py
+	$(BIN)/python bench/promotion.py
+	$(BIN)/python bench/ann.py
 
 fuzz: $(STAMP)  ## schemathesis against every route (Postgres + Redis when up, else SQLite)
 	$(BIN)/python scripts/fuzz.py --max-examples $${FUZZ_EXAMPLES:-1000} $(FUZZ_ARGS)

@@ -14,6 +14,7 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 from models.data import load_interactions
 from models.metrics import evaluate
@@ -22,41 +23,53 @@ from models.zoo import build_model, parse_overrides
 from research.common import RESULTS
 
 
+def run(
+    events: Path, solvers: list[str], eval_users: int, overrides: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Split once, fit mf once per solver; one result row per solver."""
+    started = time.perf_counter()
+    data = build_leave_one_out(load_interactions(events), k=2)
+    split_seconds = time.perf_counter() - started
+    valid = data.val_set(eval_users)
+    rows = []
+    for solver in solvers:
+        config = {**overrides, "solver": solver}
+        model = build_model("mf", data.num_items, config)
+        fit_start = time.perf_counter()
+        report = model.fit(data.train, valid)
+        fit_seconds = time.perf_counter() - fit_start
+        metrics = evaluate(model, valid, ks=(10,))
+        rows.append(
+            {
+                "events": str(events),
+                "users": data.num_users,
+                "items": data.num_items,
+                "solver": solver,
+                "overrides": config,
+                "split_seconds": round(split_seconds, 1),
+                "fit_seconds": round(fit_seconds, 1),
+                "epochs": report["epochs"],
+                "best_epoch": report["best_epoch"],
+                "val_users": len(valid),
+                "val_ndcg@10": round(metrics["ndcg@10"], 4),
+                "val_hr@10": round(metrics["hr@10"], 4),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+            }
+        )
+    return rows
+
+
 def main() -> None:
-    """Split once, fit each solver, append the results."""
+    """Parse arguments, run, append the results."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("events", type=Path)
     parser.add_argument("--solvers", default="exact,cg")
     parser.add_argument("--eval-users", type=int, default=20_000)
     parser.add_argument("--set", action="append", default=[], help="mf config key=value")
     args = parser.parse_args()
-    started = time.perf_counter()
-    data = build_leave_one_out(load_interactions(args.events), k=2)
-    split_seconds = time.perf_counter() - started
-    valid = data.val_set(args.eval_users)
-    for solver in args.solvers.split(","):
-        overrides = {**parse_overrides(args.set), "solver": solver}
-        model = build_model("mf", data.num_items, overrides)
-        fit_start = time.perf_counter()
-        report = model.fit(data.train, valid)
-        fit_seconds = time.perf_counter() - fit_start
-        metrics = evaluate(model, valid, ks=(10,))
-        row = {
-            "events": str(args.events),
-            "users": data.num_users,
-            "items": data.num_items,
-            "solver": solver,
-            "overrides": overrides,
-            "split_seconds": round(split_seconds, 1),
-            "fit_seconds": round(fit_seconds, 1),
-            "epochs": report["epochs"],
-            "best_epoch": report["best_epoch"],
-            "val_users": len(valid),
-            "val_ndcg@10": round(metrics["ndcg@10"], 4),
-            "val_hr@10": round(metrics["hr@10"], 4),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-        }
+    overrides = parse_overrides(args.set)
+    for row in run(args.events, args.solvers.split(","), args.eval_users, overrides):
         print(json.dumps(row), flush=True)
         with (RESULTS / "probe_mf_solver.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
