@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -175,6 +175,8 @@ class EpochTrainer:
     def __init__(self, model: Recommender, net: Any, config: Any, rng: np.random.Generator) -> None:
         self.model, self.net, self.config, self.rng = model, net, config, rng
         self.weights: list[np.ndarray] | None = None  # per sequence, its items' weights
+        self.deadline: float | None = None  # perf_counter() at which max_seconds runs out
+        self.cut = False  # the epoch in progress was ended by the deadline
         self.forward: Any = net  # the network's training forward (DDP-wrapped when parallel)
         self.sampled: SampledSoftmax | None = None  # the sampled loss, when the loss is one
         self.parallel = data_parallel()
@@ -203,14 +205,19 @@ class EpochTrainer:
             steps if self.parallel is None else self.parallel.steps(steps)
         )
         start = time.perf_counter()
+        self.deadline = None if cfg.max_seconds is None else start + cfg.max_seconds
         best: dict[str, float] = {"epoch": 0, "val_ndcg@10": -1.0, "seconds": 0.0}
         best_state = copy.deepcopy(self.net.state_dict())
         history: list[dict[str, float]] = []
         own_bar = cfg.progress and self.model.epoch_callback is None  # models.train draws its own
         for epoch in tqdm(range(1, cfg.epochs + 1), desc=self.label, disable=not own_bar):
             stats: dict[str, float] = {"epoch": epoch, "epochs": cfg.epochs}
+            self.cut = False
             stats["loss"] = self._epoch(train, lengths, optimizer, schedule)
+            if self.cut:
+                stats["partial"] = 1.0  # the time budget ended it mid-way
             out_of_time = self._agreed(self._out_of_time(time.perf_counter() - start, epoch))
+            out_of_time = out_of_time or self.cut
             last = epoch == cfg.epochs or out_of_time
             if valid is not None and (epoch % cfg.eval_every == 0 or last):
                 stats.update(self._validate(valid))
@@ -236,10 +243,20 @@ class EpochTrainer:
         if self.parallel is not None:
             self.forward = self.parallel.wrap(self.net, cfg.seed)
 
-    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """This epoch's length-bucketed batches of user indices (this rank's share)."""
+    def _batches(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
+        """This epoch's length-bucketed batches of user indices (this rank's share). A single
+        process stops mid-epoch at the `max_seconds` deadline (sets `cut`): one epoch over
+        millions of users can outlast any budget. Data-parallel ranks finish the epoch, so they
+        take the same number of steps."""
         batches = length_batches(lengths, self.config.batch_size, self.order_rng)
-        return batches if self.parallel is None else self.parallel.shard(batches)
+        if self.parallel is not None:
+            yield from self.parallel.shard(batches)
+            return
+        for done, batch in enumerate(batches):
+            if done and self.deadline is not None and time.perf_counter() > self.deadline:
+                self.cut = True
+                return
+            yield batch
 
     def _agreed(self, flag: bool) -> bool:
         """Rank 0's `flag` on every rank (itself without a data-parallel group)."""

@@ -411,3 +411,12 @@ def test_a_config_stored_before_time_gaps_loads_without_them() -> None:
     stored = {k: v for k, v in model.config_dict().items() if k != "time_gaps"}
     loaded = SASRec.from_state(stored, model.state_tensors())
     assert not loaded.uses_times and SASRecConfig().time_gaps
+
+
+def test_time_budget_ends_an_epoch_mid_way() -> None:
+    # One epoch over many users must not outlast max_seconds: the deadline cuts it.
+    model = SASRec(NUM_ITEMS, tiny_config(epochs=5, batch_size=2, max_seconds=0.05))
+    report = model.fit(cyclic_sequences(users=400))
+    assert report["epochs"] == 1 and report["history"][0].get("partial") == 1.0
+    whole = SASRec(NUM_ITEMS, tiny_config(epochs=1, batch_size=64)).fit(cyclic_sequences())
+    assert "partial" not in whole["history"][0]
