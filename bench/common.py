@@ -66,9 +66,10 @@ def server(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
 
 @contextmanager
 def served(
-    env: dict[str, str], *, workers: int = 1
+    env: dict[str, str], *, workers: int = 1, ready_seconds: float = 120
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`recsys serve` in its own process; yields its base URL and the process."""
+    """`recsys serve` in its own process; yields its base URL and the process (ready within
+    `ready_seconds`: loading a large catalog's models and indexes takes minutes)."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
@@ -86,7 +87,7 @@ def served(
     process = subprocess.Popen(command, env={**clean, **env}, stdout=log, stderr=log, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process)
+        _wait_ready(base, process, ready_seconds)
         yield base, process
     finally:
         process.terminate()
