@@ -84,10 +84,11 @@ class Settings(BaseSettings):
     ranked_items: int = Field(default=100, ge=1, le=1000)
     # Approximate retrieval (app.serving.retrieval): a dot-scored version with at least this
     # many items gets a faiss IVF index at load, its candidates re-scored exactly, masking exact;
-    # 0: never (every list scored exactly). nprobe: cells scanned per query (bench/ann.py chose
-    # it for recall@10 >= 0.95 at 1M items); overfetch: candidates beyond k + the masked items.
+    # 0: never (every list scored exactly). nprobe: cells scanned per query (of ~4 sqrt(items),
+    # at most 4096; bench/scale.py: recall@10 on a trained MF table of 90k items 0.87 at 256,
+    # 0.96 at 512); overfetch: candidates beyond k + the masked items.
     ann_min_items: int = Field(default=50_000, ge=0)
-    ann_nprobe: int = Field(default=256, ge=1)
+    ann_nprobe: int = Field(default=512, ge=1)
     ann_overfetch: int = Field(default=50, ge=0)
     user_vector_ttl_s: int = Field(default=3600, ge=1)
     cache_timeout_s: float = Field(default=0.25, gt=0)

@@ -44,6 +44,7 @@ SIZES = {"XS": (2_000, 5_000, 100_000), **PRESETS}
 
 REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 RECSYS = str(Path(sys.executable).with_name("recsys"))
+PROBES = (64, 128, 256, 512, 1024)  # the index stage's nprobe values, besides the service's
 # Per model: retrain's overrides. SASRec and GRU4Rec keep their loss="auto" (the full softmax
 # up to 50k items, the sampled one above) and train within --seq-seconds.
 OVERRIDES: dict[str, list[str]] = {
@@ -207,21 +208,29 @@ def served_versions(model_dir: Path) -> dict[str, Path]:
 
 def index_recall(version: Path, shop: Path, users: int, nprobe: int | None) -> dict[str, Any]:
     """The approximate index over the version's items: build time and recall@10 against
-    exact scoring, for the vectors of `users` real users (their stored histories)."""
-    from bench.ann import measure
+    exact scoring, for the vectors of `users` real users (their stored histories), at the
+    service's nprobe (the plain "recall@10") and at the PROBES around it (`by_nprobe`)."""
+    import torch
+
+    from app.config import Settings
+    from bench.ann import exact_top, measure
+    from models.ann import ItemIndex
     from models.checkpoint import load_checkpoint
 
+    nprobe = nprobe or Settings().ann_nprobe
     checkpoint = load_checkpoint(version)
     model = checkpoint.model
     items = model.item_vectors().detach().float().numpy()
     histories = _histories(shop / "events.csv", checkpoint.item_ids.to_json(), users)
     vectors = model.user_vectors(histories).detach().float().numpy()
-    if nprobe is None:  # the service's default
-        from app.config import Settings
-
-        nprobe = Settings().ann_nprobe
-    result: dict[str, Any] = measure(items, vectors, nprobe)
-    return {"items": int(items.shape[0]), "users": len(histories), **result}
+    index = ItemIndex.build(items, nprobe=nprobe)
+    exact = exact_top(torch.from_numpy(items), torch.from_numpy(vectors), 10)
+    by_nprobe = {
+        probes: measure(items, vectors, probes, index=index, exact=exact)
+        for probes in sorted({*PROBES, nprobe})
+        if probes <= index.nlist
+    }
+    return {"users": len(histories), **by_nprobe[nprobe], "by_nprobe": by_nprobe}
 
 
 def _histories(events: Path, item_ids: list[str], users: int) -> list[np.ndarray]:

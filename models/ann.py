@@ -27,10 +27,13 @@ import torch
 MAX_NLIST = 4096  # 4 * sqrt(1M) = 4000: cells of ~250 items at 1M
 TRAIN_PER_LIST = 64  # training vectors per cell (faiss wants at least 39)
 KMEANS_ITERATIONS = 10  # faiss's default for IVF training
-# M = this x the largest norm at build, so items added later (new catalog items) up to M fit
-# the transform; a longer one cannot (its extra coordinate would be imaginary) and is kept out
-# of the cells, in `unindexed`, for the caller to score exactly. 1.0 to 2.0 measured the same.
-NORM_HEADROOM = 2.0
+# M = this x the largest norm at build. Items added later (new catalog items) longer than M
+# cannot take the transform (their extra coordinate would be imaginary) and are kept out of the
+# cells, in `unindexed`, for the caller to score exactly. Headroom costs recall: on a trained
+# MF table (90k items, bench/scale.py M) recall@10 at nprobe 256 was 0.867 with 1.0 and 0.646
+# with 2.0 (research/results/ann_headroom.md): a larger M shrinks the spread of the extra
+# coordinate and blurs the cells.
+NORM_HEADROOM = 1.0
 
 
 def default_nlist(items: int) -> int:

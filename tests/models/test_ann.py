@@ -40,7 +40,11 @@ def test_added_rows_are_found_and_the_original_is_untouched() -> None:
     index = ItemIndex.build(items, nprobe=1000, seed=0)
     direction = np.zeros((1, 16), dtype=np.float32)
     direction[0, 3] = 1.0
-    new = direction * 50  # longer along axis 3 than any item: the best item for that query
+    # Within the build's longest norm (longer ones stay out of the cells, `unindexed`), and
+    # further along axis 3 than any item: the best item for that query.
+    longest = float(np.linalg.norm(items, axis=1).max())
+    assert float(items[:, 3].max()) < 0.99 * longest
+    new = direction * 0.99 * longest
     copy = index.with_added(new)
     assert (copy.ntotal, index.ntotal) == (501, 500)
     assert copy.search(direction, 1)[0, 0] == 500
