@@ -52,17 +52,23 @@ def _float32(vectors: np.ndarray) -> np.ndarray:
 
 
 def _items_form(vectors: np.ndarray, max_norm: float) -> np.ndarray:
-    """Items (N, D) -> (N, D + 1): the extra coordinate sqrt(M^2 - |x|^2), 0 past M."""
-    vectors = _float32(vectors)
-    squared = np.einsum("nd,nd->n", vectors, vectors, dtype=np.float64)
-    extra = np.sqrt(np.maximum(max_norm**2 - squared, 0.0)).astype(np.float32)
-    return np.ascontiguousarray(np.hstack([vectors, extra[:, None]]))
+    """Items (N, D) -> (N, D + 1): x / M and the extra coordinate sqrt(1 - |x / M|^2), 0 past
+    M. Scaled to unit length: a trained table's norms can all be tiny (a 1M-item MF table's
+    largest was 0.23, its median 1e-6), and float32 distances of unscaled vectors lost the
+    differences between scores (recall@10 stayed at 0.53 whatever nprobe was)."""
+    scaled = _float32(vectors) / np.float32(max(max_norm, 1e-30))
+    squared = np.einsum("nd,nd->n", scaled, scaled, dtype=np.float64)
+    extra = np.sqrt(np.maximum(1.0 - squared, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.hstack([scaled, extra[:, None]]))
 
 
 def _queries_form(queries: np.ndarray) -> np.ndarray:
-    """Queries (B, D) -> (B, D + 1): a 0 appended."""
+    """Queries (B, D) -> (B, D + 1): unit length (the ranking by inner product does not change;
+    a zero query stays zero), a 0 appended."""
     queries = _float32(queries)
-    return np.ascontiguousarray(np.hstack([queries, np.zeros((len(queries), 1), np.float32)]))
+    norms = np.linalg.norm(queries, axis=1, keepdims=True)
+    unit = queries / np.maximum(norms, np.float32(1e-30))
+    return np.ascontiguousarray(np.hstack([unit, np.zeros((len(queries), 1), np.float32)]))
 
 
 class ItemIndex:

@@ -36,7 +36,7 @@ class AnnPolicy:
     """When a loaded version gets an approximate-retrieval index (app.serving.retrieval)."""
 
     min_items: int = 0  # index versions with at least this many items; 0: never
-    nprobe: int = 512  # cells scanned per query (bench/scale.py: recall on trained vectors)
+    nprobe: int = 1024  # cells scanned per query (bench/scale.py: recall on trained vectors)
     overfetch: int = 50  # candidates fetched beyond k + the masked items, re-scored exactly
     seed: int = 0  # the index's training sample and k-means
 
