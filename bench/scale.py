@@ -417,7 +417,7 @@ def _numbers(done: dict[str, Any], *keys: str) -> str:
     """`key value` pairs of a stage, or its error."""
     if "error" in done:
         return str(done["error"])
-    return ", ".join(f"{k} {done.get(k)}" for k in keys)
+    return ", ".join(f"{k} {done[k]}" for k in keys if done.get(k) is not None)
 
 
 def main() -> None:
