@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import PG_ADMIN_DSN, RESULTS, ROOT, machine, served, write_result
 from models.synth import SIZES as PRESETS
+from models.synth import first_histories
 
 # The issue's sizes, and XS: a smoke test of every stage in a few minutes.
 SIZES = {"XS": (2_000, 5_000, 100_000), **PRESETS}
@@ -221,7 +221,7 @@ def index_recall(version: Path, shop: Path, users: int, nprobe: int | None) -> d
     checkpoint = load_checkpoint(version)
     model = checkpoint.model
     items = model.item_vectors().detach().float().numpy()
-    histories = _histories(shop / "events.csv", checkpoint.item_ids.to_json(), users)
+    histories = first_histories(shop / "events.csv", checkpoint.item_ids.to_json(), users)
     vectors = model.user_vectors(histories).detach().float().numpy()
     index = ItemIndex.build(items, nprobe=nprobe)
     exact = exact_top(torch.from_numpy(items), torch.from_numpy(vectors), 10)
@@ -231,26 +231,6 @@ def index_recall(version: Path, shop: Path, users: int, nprobe: int | None) -> d
         if probes <= index.nlist
     }
     return {"users": len(histories), **by_nprobe[nprobe], "by_nprobe": by_nprobe}
-
-
-def _histories(events: Path, item_ids: list[str], users: int) -> list[np.ndarray]:
-    """The item indices of the first `users` users' events (a synthetic file is grouped by
-    user, oldest first), items unknown to the model left out."""
-    index = {item: n for n, item in enumerate(item_ids)}
-    out: list[list[int]] = []
-    current = None
-    with events.open() as f:
-        next(f)
-        for line in f:
-            _, user, item, *_ = line.split(",", 3)
-            if user != current:
-                if len(out) == users:
-                    break
-                current = user
-                out.append([])
-            if item in index:
-                out[-1].append(index[item])
-    return [np.asarray(h, dtype=np.int64) for h in out if h]
 
 
 def user_ids(events: Path, count: int, skip: int = 0) -> list[str]:

@@ -341,3 +341,24 @@ def _summary(config: SynthConfig, events: int, types: np.ndarray) -> dict[str, A
         "events": events,
         "types": {name: int(n) for name, n in zip(EVENT_TYPES, types, strict=True)},
     }
+
+
+def first_histories(events: Path, item_ids: list[str], users: int) -> list[np.ndarray]:
+    """The item indices (into `item_ids`) of the first `users` users of an events file that
+    `write_shop` wrote (grouped by user, oldest first); unknown items left out, users left
+    with none dropped. For probes that need real users' histories of a shop."""
+    index = {item: n for n, item in enumerate(item_ids)}
+    out: list[list[int]] = []
+    current = None
+    with events.open() as f:
+        next(f)
+        for line in f:
+            _, user, item, *_ = line.split(",", 3)
+            if user != current:
+                if len(out) == users:
+                    break
+                current = user
+                out.append([])
+            if item in index:
+                out[-1].append(index[item])
+    return [np.asarray(h, dtype=np.int64) for h in out if h]

@@ -19,25 +19,7 @@ import torch
 
 import models.ann as ann
 from models.checkpoint import load_checkpoint
-
-
-def histories(events: Path, item_ids: list[str], users: int) -> list[np.ndarray]:
-    """The item indices of the first `users` users' events, unknown items left out."""
-    index = {item: n for n, item in enumerate(item_ids)}
-    out: list[list[int]] = []
-    current = None
-    with events.open() as f:
-        next(f)
-        for line in f:
-            _, user, item, *_ = line.split(",", 3)
-            if user != current:
-                if len(out) == users:
-                    break
-                current = user
-                out.append([])
-            if item in index:
-                out[-1].append(index[item])
-    return [np.asarray(h, dtype=np.int64) for h in out if h]
+from models.synth import first_histories
 
 
 def exact_top(items: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
@@ -55,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     checkpoint = load_checkpoint(args.checkpoint)
     items = checkpoint.model.item_vectors().detach().float().numpy()
-    found = histories(args.events, checkpoint.item_ids.to_json(), args.users)
+    found = first_histories(args.events, checkpoint.item_ids.to_json(), args.users)
     queries = checkpoint.model.user_vectors(found).detach().float().numpy()
     exact = exact_top(items, queries)
     norms = np.linalg.norm(items, axis=1)

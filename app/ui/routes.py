@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import ServicesDep, SessionDep
 from app.config import Settings
@@ -17,6 +18,7 @@ from app.errors import ServiceError
 from app.experiments import flows
 from app.schemas import ExperimentIn
 from app.serving.lifecycle import refresh
+from app.serving.services import Services
 from app.training import promotion
 from app.ui import data
 from app.ui.auth import (
@@ -211,16 +213,21 @@ async def save_experiment(
     check_form_token(viewer, str(form.get("token", "")))
     try:
         name, body = parse_experiment(form)
-        await flows.save_experiment(
-            session=session,
-            book=services.experiments,
-            loaded=services.registry.models,
-            name=name,
-            body=body,
-        )
+        await _store(services, session, name, body)
     except (FormError, ServiceError) as error:
         return form_problem(request, viewer, error, "Experiment not saved")
     return see_other(f"/ui/experiments?name={quote(name)}", "saved")
+
+
+async def _store(services: Services, session: AsyncSession, name: str, body: ExperimentIn) -> None:
+    """Save an experiment through the JSON API's flow (the same checks and book update)."""
+    await flows.save_experiment(
+        session=session,
+        book=services.experiments,
+        loaded=services.registry.models,
+        name=name,
+        body=body,
+    )
 
 
 @router.post("/experiments/{name}/status", response_class=HTMLResponse)
@@ -241,13 +248,7 @@ async def experiment_status(
                 "guardrail": state.guardrail,
             }
         )
-        await flows.save_experiment(
-            session=session,
-            book=services.experiments,
-            loaded=services.registry.models,
-            name=name,
-            body=body,
-        )
+        await _store(services, session, name, body)
     except (FormError, ServiceError) as error:
         return form_problem(request, viewer, error, "Status not changed")
     return see_other(f"/ui/experiments?name={quote(name)}", "status")

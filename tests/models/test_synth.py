@@ -79,3 +79,18 @@ def test_refuses_impossible_configs(tmp_path: Path) -> None:
         write_shop(SynthConfig(items=0, users=1, events=1), tmp_path)
     with pytest.raises(ValueError, match="p_successor"):
         write_shop(SynthConfig(items=5, users=1, events=1, p_successor=0.9), tmp_path)
+
+
+def test_first_histories_reads_the_first_users_in_file_order(tmp_path: Path) -> None:
+    from models.synth import first_histories
+
+    write_shop(SMALL, tmp_path)
+    rows = [line.split(",") for line in (tmp_path / "events.csv").read_text().splitlines()[1:]]
+    users = list(dict.fromkeys(row[1] for row in rows))[:3]
+    item_ids = sorted({row[2] for row in rows})
+    found = first_histories(tmp_path / "events.csv", item_ids, 3)
+    for user, history in zip(users, found, strict=True):
+        expected = [item_ids.index(row[2]) for row in rows if row[1] == user]
+        assert history.tolist() == expected
+    unknown = first_histories(tmp_path / "events.csv", item_ids[:1], 3)
+    assert all(set(h.tolist()) == {0} for h in unknown)  # other items left out
