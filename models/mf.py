@@ -231,78 +231,75 @@ def _solve_side(
     (R,), which falls out of the solve almost for free: x^T S x - 2 x^T b + sum_i c. `prior`
     (R, D): the ridge pulls each row towards its prior row instead of towards zero.
     """
-    if cg_steps and start is not None:
-        return _cg_side(plan, fixed, reg, alpha0, gram, prior, start, cg_steps)
     dim = fixed.shape[1]
     base = alpha0 * (fixed.T @ fixed if gram is None else gram)  # (D, D): alpha0 * Gram of all
-    eye = torch.eye(dim, dtype=fixed.dtype)
     out = fixed.new_zeros(len(plan.counts), dim)  # (R, D)
     observed_loss = fixed.new_zeros(len(plan.counts))  # (R,)
+    iterative = cg_steps > 0 and start is not None
     for rows, padded, root_weights in plan.chunks:
         batch, width = padded.shape
         gathered = fixed.index_select(0, padded.reshape(-1)).view(batch, width, dim)
         gathered *= root_weights[:, :, None]  # (B, L, D): sqrt(c_ui) * h_i, padding zeroed
-        local = torch.bmm(gathered.transpose(1, 2), gathered)  # (B, D, D): S = sum c h h^T
-        system = local + base + reg[rows][:, None, None] * eye
-        rhs = torch.bmm(gathered.transpose(1, 2), root_weights[:, :, None])  # (B, D, 1): sum c h
-        pull = rhs if prior is None else rhs + (reg[rows, None] * prior[rows])[:, :, None]
-        # Batched LU measured ~1.7x faster than batched Cholesky here (both per-matrix LAPACK).
-        solved, info = torch.linalg.solve_ex(system, pull)
-        if bool(info.any()):  # singular in float32: redo the chunk in float64
-            solved = torch.linalg.solve(system.double(), pull.double()).to(fixed.dtype)
-        quadratic = (solved.transpose(1, 2) @ local @ solved).view(batch)  # x^T S x
-        linear = (solved * rhs).sum(dim=(1, 2))  # x^T b
+        rhs = torch.bmm(gathered.transpose(1, 2), root_weights[:, :, None])[:, :, 0]  # sum c h
+        ridge = reg[rows][:, None]  # (B, 1)
+        pull = rhs if prior is None else rhs + ridge * prior[rows]
+        if iterative:
+            assert start is not None
+            solved = _conjugate_gradients(gathered, base, ridge, pull, start[rows], cg_steps)
+            scores = torch.bmm(gathered, solved[:, :, None])[:, :, 0]  # (B, L): sqrt(c) h . x
+            quadratic = scores.pow(2).sum(1)  # x^T S x
+        else:
+            solved, quadratic = _exact_rows(gathered, base, ridge, pull)
+        linear = (solved * rhs).sum(1)  # x^T b
         observed_loss[rows] = quadratic - 2 * linear + root_weights.pow(2).sum(dim=1)
-        out[rows] = solved[:, :, 0]
+        out[rows] = solved
     return out, observed_loss
 
 
-def _cg_side(
-    plan: _RowPlan,
-    fixed: torch.Tensor,
-    reg: torch.Tensor,
-    alpha0: float,
-    gram: torch.Tensor | None,
-    prior: torch.Tensor | None,
+def _exact_rows(
+    gathered: torch.Tensor, base: torch.Tensor, ridge: torch.Tensor, pull: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A chunk's rows solved exactly: (B, D) solutions and x^T S x (B,), S = sum c h h^T."""
+    local = torch.bmm(gathered.transpose(1, 2), gathered)  # (B, D, D): S = sum c h h^T
+    eye = torch.eye(base.shape[0], dtype=base.dtype)
+    system = local + base + ridge[:, :, None] * eye
+    # Batched LU measured ~1.7x faster than batched Cholesky here (both per-matrix LAPACK).
+    solved, info = torch.linalg.solve_ex(system, pull[:, :, None])
+    if bool(info.any()):  # singular in float32: redo the chunk in float64
+        solved = torch.linalg.solve(system.double(), pull[:, :, None].double()).to(base.dtype)
+    quadratic = (solved.transpose(1, 2) @ local @ solved).view(len(pull))  # x^T S x
+    return solved[:, :, 0], quadratic
+
+
+def _conjugate_gradients(
+    gathered: torch.Tensor,
+    base: torch.Tensor,
+    ridge: torch.Tensor,
+    pull: torch.Tensor,
     start: torch.Tensor,
     steps: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_solve_side` by conjugate gradients: the system (alpha0 G + S_u + reg I) x = b is only
-    ever multiplied by a vector, S_u p = sum_i c (h_i . p) h_i, so no (D, D) matrix per row
-    is built or factorised."""
-    base = alpha0 * (fixed.T @ fixed if gram is None else gram)  # (D, D)
-    out, observed_loss = start.clone(), fixed.new_zeros(len(plan.counts))
-    for rows, padded, root_weights in plan.chunks:
-        batch, width = padded.shape
-        gathered = fixed.index_select(0, padded.reshape(-1)).view(batch, width, -1)
-        gathered *= root_weights[:, :, None]  # (B, L, D): sqrt(c_ui) * h_i, padding zeroed
-        ridge = reg[rows][:, None]  # (B, 1)
-        rhs = torch.bmm(gathered.transpose(1, 2), root_weights[:, :, None])[:, :, 0]  # (B, D)
-        pull = rhs if prior is None else rhs + ridge * prior[rows]
+) -> torch.Tensor:
+    """A chunk's rows by `steps` conjugate-gradient steps from `start` (B, D): the system
+    (alpha0 G + S_u + reg I) x = b is only ever multiplied by a vector, S_u p = sum_i c (h_i .
+    p) h_i, so no (D, D) matrix per row is built or factorised."""
 
-        def times(
-            p: torch.Tensor, g: torch.Tensor = gathered, r: torch.Tensor = ridge
-        ) -> torch.Tensor:
-            """The row systems times p (B, D)."""
-            local = torch.bmm(g.transpose(1, 2), torch.bmm(g, p[:, :, None]))[:, :, 0]
-            return p @ base + r * p + local
+    def times(p: torch.Tensor) -> torch.Tensor:
+        """The row systems times p (B, D)."""
+        local = torch.bmm(gathered.transpose(1, 2), torch.bmm(gathered, p[:, :, None]))[:, :, 0]
+        return p @ base + ridge * p + local
 
-        x = start[rows]
-        residual = pull - times(x)
-        direction, norm = residual, (residual * residual).sum(1)
-        for _ in range(steps):
-            moved = times(direction)
-            step = norm / (direction * moved).sum(1).clamp(min=1e-20)
-            x = x + step[:, None] * direction
-            residual = residual - step[:, None] * moved
-            new_norm = (residual * residual).sum(1)
-            direction = residual + (new_norm / norm.clamp(min=1e-20))[:, None] * direction
-            norm = new_norm
-        scores = torch.bmm(gathered, x[:, :, None])[:, :, 0]  # (B, L): sqrt(c) h . x
-        linear = (x * rhs).sum(1)
-        observed_loss[rows] = scores.pow(2).sum(1) - 2 * linear + root_weights.pow(2).sum(1)
-        out[rows] = x
-    return out, observed_loss
+    x = start
+    residual = pull - times(x)
+    direction, norm = residual, (residual * residual).sum(1)
+    for _ in range(steps):
+        moved = times(direction)
+        step = norm / (direction * moved).sum(1).clamp(min=1e-20)
+        x = x + step[:, None] * direction
+        residual = residual - step[:, None] * moved
+        new_norm = (residual * residual).sum(1)
+        direction = residual + (new_norm / norm.clamp(min=1e-20))[:, None] * direction
+        norm = new_norm
+    return x
 
 
 def _row_regularization(counts: torch.Tensor, n_other: int, cfg: IALSConfig) -> torch.Tensor:
