@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
 
 from app.api.deps import ServicesDep, SessionDep
 from app.config import Settings
@@ -284,13 +286,12 @@ async def promote(
 ) -> Response:
     """Promote a registered version (the CLI's rule), then load it in this process at once."""
     form = await request.form()
-    check_form_token(viewer, str(form.get("token", "")))
-    try:
-        await promotion.promote(session=session, version=str(form.get("version", "")).strip())
-    except ServiceError as error:
-        return form_problem(request, viewer, error, "Not promoted")
-    await refresh(services)
-    return see_other("/ui/models", "promoted")
+    version = str(form.get("version", "")).strip()
+
+    def change() -> Awaitable[Any]:
+        return promotion.promote(session=session, version=version)
+
+    return await _activate(request, viewer, services, form, change, "Not promoted", "promoted")
 
 
 @router.post("/models/rollback", response_class=HTMLResponse)
@@ -299,13 +300,34 @@ async def rollback(
 ) -> Response:
     """Re-activate the previous version of a model, then load it in this process at once."""
     form = await request.form()
+    name = str(form.get("model", "")).strip()
+
+    def change() -> Awaitable[Any]:
+        return promotion.rollback(session=session, name=name)
+
+    return await _activate(
+        request, viewer, services, form, change, "Not rolled back", "rolled_back"
+    )
+
+
+async def _activate(
+    request: Request,
+    viewer: Viewer,
+    services: Services,
+    form: FormData,
+    change: Callable[[], Awaitable[Any]],
+    failed: str,
+    done: str,
+) -> Response:
+    """Run a promotion flow once the form's token checks out, then reload this process's
+    models; its refusal is a readable page."""
     check_form_token(viewer, str(form.get("token", "")))
     try:
-        await promotion.rollback(session=session, name=str(form.get("model", "")).strip())
+        await change()
     except ServiceError as error:
-        return form_problem(request, viewer, error, "Not rolled back")
+        return form_problem(request, viewer, error, failed)
     await refresh(services)
-    return see_other("/ui/models", "rolled_back")
+    return see_other("/ui/models", done)
 
 
 @router.get("/plots/{name}")
