@@ -25,6 +25,21 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PG_ADMIN_DSN = os.environ.get("RECSYS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+BENCH_REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def service_env(dsn: str, model_dir: Path, **settings: str) -> dict[str, str]:
+    """A benchmarked service's settings: its database (an asyncpg DSN), Redis, model directory,
+    no catalog encoding (MiniLM over the catalog is its own job) and warnings-only logs;
+    `settings` adds more, by field name (`warm_seconds="5"` is RECSYS_WARM_SECONDS)."""
+    return {
+        "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
+        "RECSYS_REDIS_URL": BENCH_REDIS_URL,
+        "RECSYS_MODEL_DIR": str(model_dir),
+        "RECSYS_ENCODE_CATALOG": "false",
+        "RECSYS_LOG_LEVEL": "WARNING",
+        **{f"RECSYS_{name.upper()}": value for name, value in settings.items()},
+    }
 
 
 def free_port() -> int:

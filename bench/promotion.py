@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import server, throwaway_postgres, write_result
-from bench.serve import REDIS_URL, copy_rows, flush_prefix, load
+from bench.common import server, service_env, throwaway_postgres, write_result
+from bench.serve import copy_rows, flush_prefix, load
 from models.data import Interactions
 from models.split import build_leave_one_out
 from models.synth import EVENT_TYPES, SynthConfig, event_blocks, item_id, make_shop
@@ -206,17 +206,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data, checkpoint = prepare(args, tmp)
         asyncio.run(seed(dsn, data))
         paths = traffic(data, 200_000, args.model)
-        env = {
-            "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
-            "RECSYS_REDIS_URL": REDIS_URL,
-            "RECSYS_MODEL_DIR": str(tmp / "models"),
-            "RECSYS_REFRESH_INTERVAL_S": "1",
-            "RECSYS_ENCODE_CATALOG": "false",
-            "RECSYS_LOG_LEVEL": "WARNING",
-            "RECSYS_WARM_SECONDS": str(args.warm_seconds),
+        env = service_env(
+            dsn,
+            tmp / "models",
+            refresh_interval_s="1",
+            warm_seconds=str(args.warm_seconds),
             # The traffic is drawn by all-time activity: the window covers the whole history.
-            "RECSYS_WARM_WINDOW_DAYS": str(args.warm_window_days),
-        }
+            warm_window_days=str(args.warm_window_days),
+        )
         modes: dict[str, Any] = {}
         for n, (mode, users) in enumerate((("off", 0), ("on", args.warm_users))):
             version = tmp / "versions" / f"{args.model}-promoted-{n}"

@@ -35,14 +35,13 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import PG_ADMIN_DSN, RESULTS, ROOT, machine, served, write_result
+from bench.common import PG_ADMIN_DSN, RESULTS, ROOT, machine, served, service_env, write_result
 from models.synth import SIZES as PRESETS
 from models.synth import first_histories
 
 # The issue's sizes, and XS: a smoke test of every stage in a few minutes.
 SIZES = {"XS": (2_000, 5_000, 100_000), **PRESETS}
 
-REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 RECSYS = str(Path(sys.executable).with_name("recsys"))
 PROBES = (64, 128, 256, 512, 1024)  # the index stage's nprobe values, besides the service's
 # Per model: retrain's overrides. SASRec and GRU4Rec keep their loss="auto" (the full softmax
@@ -57,16 +56,8 @@ OVERRIDES: dict[str, list[str]] = {
 def _env(dsn: str, model_dir: Path, prefix: str, threads: int) -> dict[str, str]:
     """The service's settings for one size: its database, model directory and cache prefix."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    return {
-        **clean,
-        "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
-        "RECSYS_MODEL_DIR": str(model_dir),
-        "RECSYS_REDIS_URL": REDIS_URL,
-        "RECSYS_REDIS_PREFIX": prefix,
-        "RECSYS_ENCODE_CATALOG": "false",  # MiniLM over 10^5+ titles is its own job
-        "RECSYS_TORCH_THREADS": str(threads),
-        "RECSYS_LOG_LEVEL": "WARNING",
-    }
+    settings = service_env(dsn, model_dir, redis_prefix=prefix, torch_threads=str(threads))
+    return {**clean, **settings}
 
 
 def run_measured(command: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:

@@ -36,11 +36,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, server, throwaway_postgres, write_result
+from bench.common import BENCH_REDIS_URL, ROOT, server, throwaway_postgres, write_result
 from models.data import LeaveOneOut, default_data_dir, load_split_dir
 from models.train import save_trained, train_model
 
-REDIS_URL = os.environ.get("RECSYS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+REDIS_URL = BENCH_REDIS_URL
 MODELS = ("mf", "sasrec")
 # Only when no trained checkpoint is given: serving speed does not depend on training length.
 FALLBACK_OVERRIDES: dict[str, dict[str, Any]] = {

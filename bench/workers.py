@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import server, throwaway_postgres, write_result
+from bench.common import server, service_env, throwaway_postgres, write_result
 from bench.promotion import prepare, seed
-from bench.serve import REDIS_URL, flush_prefix, load
+from bench.serve import flush_prefix, load
 
 KEYS = ("rps", "p50_ms", "p95_ms", "p99_ms", "errors")
 
@@ -58,13 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data, _ = prepare(args, tmp)
         asyncio.run(seed(dsn, data))
         paths = warm_paths(np.unique(data.user_ids), args.warm_users, args.model)
-        env = {
-            "RECSYS_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
-            "RECSYS_REDIS_URL": REDIS_URL,
-            "RECSYS_MODEL_DIR": str(tmp / "models"),
-            "RECSYS_ENCODE_CATALOG": "false",
-            "RECSYS_LOG_LEVEL": "WARNING",
-        }
+        env = service_env(dsn, tmp / "models")
         rounds = [
             {str(n): measure(env, n, paths, args) for n in (1, 2)} for _ in range(args.rounds)
         ]
