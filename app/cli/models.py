@@ -97,7 +97,7 @@ def train(
     catalog: str | None = typer.Option(None, help=CATALOG_HELP),
     content_cache: Path = typer.Option(Path("var/content-cache"), help="Text vector cache."),
     nproc: int = typer.Option(
-        1, help="Data-parallel processes (sasrec, gru4rec): re-runs under torchrun."
+        1, min=1, help="Data-parallel processes (sasrec, gru4rec): re-runs under torchrun."
     ),
 ) -> None:
     """Train a model, evaluate it on validation and test, and save a checkpoint.

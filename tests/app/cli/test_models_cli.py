@@ -158,3 +158,14 @@ def test_cli_compare_refuses_bad_seed_options(
     monkeypatch.setitem(sys.modules, "models.quantize", None)  # as if the module were missing
     result = runner.invoke(cli, [*base, "--derive", "mf-fp16"])
     assert result.exit_code != 0 and "needs models.quantize.quantize_model" in result.output
+
+
+def test_train_refuses_fewer_than_one_process(tmp_path: Path) -> None:
+    data = write_ratings_csv(tmp_path / "r.csv")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        cli,
+        ["train", "--model", "sasrec", "--data", str(data), "--out", str(out), "--nproc", "0"],
+    )
+    assert result.exit_code == 2 and "--nproc" in result.output
+    assert not out.exists()  # nothing was trained
